@@ -1,0 +1,30 @@
+# Development and CI entry points. Each target creates/reuses .venv by itself.
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.odkd-installed
+# Pinned for development/CI only (they lie on this machine's disk); pyproject keeps ranges.
+TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: venv demo test test-fast clean
+
+$(STAMP): pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q $(TORCH_PIN)
+	$(VPY) -m pip install -q -e '.[dev]' $(TORCH_PIN)
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/odkd demo --out demo_out
+
+test: $(STAMP)
+	OMP_NUM_THREADS=2 $(VPY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	OMP_NUM_THREADS=2 $(VPY) -m pytest -q -m "not slow" tests
+
+clean:
+	rm -rf $(VENV) demo_out

@@ -1,0 +1,48 @@
+"""``odkd`` command line: one sub-command per module in :mod:`odkd.commands`."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from odkd.errors import OdkdError
+
+# Each module defines ``register(subparsers)`` which adds its parser and sets ``func``.
+COMMANDS = ["train", "eval", "convert", "synth", "distill", "experiment", "demo", "infer",
+            "export", "bench"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="odkd",
+        description="Orderly Dual-Teacher Knowledge Distillation for lightweight pose estimation.")
+    parser.add_argument("--version", action="version",
+                        version=f"odkd {importlib.import_module('odkd').__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"odkd.commands.{name}")
+        except ModuleNotFoundError as e:  # TODO(lead): remove once every command exists
+            if e.name == f"odkd.commands.{name}":
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except OdkdError as e:
+        print(f"odkd {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"odkd {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

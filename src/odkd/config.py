@@ -1,0 +1,261 @@
+"""Typed configs: dataclasses loaded from YAML with dotted ``key=value`` overrides.
+
+No global state: every entry point builds a :class:`Config` and passes it down.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+from odkd.errors import OdkdError
+
+
+class ConfigError(OdkdError):
+    """A config file or override is malformed; the message names the file and key."""
+
+
+@dataclass
+class DataConfig:
+    train_ann: str = ""                 # COCO person_keypoints json
+    train_images: str = ""              # folder with the images referenced by file_name
+    val_ann: str = ""
+    val_images: str = ""
+    input_size: list = field(default_factory=lambda: [192, 256])   # (width, height)
+    heatmap_stride: int = 4             # heatmaps at 1/4 resolution
+    sigma: float = 2.0                  # Gaussian sigma in heatmap pixels
+    padding: float = 1.25               # box padding before the crop
+    scale_factor: float = 0.35          # train: random scale in [1-s, 1+s]
+    rotation_factor: float = 45.0       # train: random rotation in [-r, r] degrees (prob rot_prob)
+    rot_prob: float = 0.6
+    flip: bool = True                   # train: horizontal flip with pair swap
+    half_body_prob: float = 0.3
+    half_body_min_joints: int = 8
+    color_jitter: float = 0.0           # brightness/contrast jitter amplitude (0 = off)
+    flip_pairs: list | None = None      # explicit [[l, r], ...]; default from keypoint names
+    upper_body_ids: list | None = None  # for half-body; default from COCO-17 names
+    boxes: str = "gt"                   # eval boxes: "gt" or a detection json (COCO results)
+    det_score_thr: float = 0.0
+    workers: int = 2
+    cache_images: bool = False          # decode every image once into RAM (small datasets)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "hrnet_w32"             # see odkd.models.MODEL_BUILDERS
+    num_joints: int = 17
+    with_mask: bool = False             # extra segmentation output (senior teacher / students)
+    init: str = ""                      # optional checkpoint to initialise from (any known format)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 210
+    batch_size: int = 32
+    lr: float = 1e-3
+    lr_steps: list = field(default_factory=lambda: [170, 200])
+    lr_factor: float = 0.1
+    warmup_iters: int = 0
+    weight_decay: float = 0.0
+    optimizer: str = "adam"             # adam | adamw | sgd
+    amp: str = "none"                   # none | bf16
+    mask_loss_weight: float = 1.0       # weight of the mask BCE when model.with_mask
+    grad_clip: float = 0.0
+    seed: int = 0
+    deterministic: bool = False
+    eval_every: int = 10                # epochs; 0 = only at the end
+    save_every: int = 1
+    log_every: int = 20
+    max_iters_per_epoch: int = 0        # 0 = full epoch (debug knob)
+    threads: int = 0                    # torch intra-op threads on CPU (0 = torch default)
+    device: str = "auto"                # auto | cpu | cuda | cuda:N
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 64
+    flip_test: bool = True
+    shift_heatmap: bool = True          # HRNet's 1-pixel shift of the flipped heatmap
+    decode: str = "quarter"             # quarter | dark
+    oks_nms_thr: float = 0.9
+    in_vis_thr: float = 0.2             # keypoint score above which it counts in rescoring
+    rescore: bool = True
+
+
+@dataclass
+class TeacherConfig:
+    checkpoint: str = ""                # odkd checkpoint (or any format odkd convert reads)
+    model: str = ""                     # architecture name when the checkpoint lacks one
+    with_mask: bool = False
+
+
+@dataclass
+class DistillConfig:
+    # The paper's terms. Defaults are chosen by the ablation in docs/ (see odkd experiment).
+    schedule: str = "orderly"           # orderly | simultaneous | reverse | pt_only | st_only | none | fpd
+    pt: TeacherConfig = field(default_factory=TeacherConfig)        # primary teacher (weaker)
+    st: TeacherConfig = field(default_factory=lambda: TeacherConfig(with_mask=True))  # senior teacher
+    pt_fraction: float = 0.5            # orderly: PT for this fraction of epochs, then ST
+    gt_weight: float = 1.0
+    kd_weight: float = 1.0              # weight of teacher keypoint imitation
+    seg_weight: float = 1.0             # weight of ST mask imitation (0 disables)
+    fpd_alpha: float = 0.5              # FPD: (1-a)*MSE(GT) + a*MSE(teacher)
+    fpd_teacher: str = "pt"             # which teacher FPD uses: pt | st
+    binarize_targets: list = field(default_factory=lambda: ["teacher"])  # any of gt, teacher
+    binarize_mode: str = "none"         # none | hard | mask
+    binarize_tau: float = 0.5           # threshold as a fraction of each map's peak
+
+
+@dataclass
+class Config:
+    workdir: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self, *sections: str) -> str:
+        """Stable short hash of the given sections (all when none), for caching runs."""
+        d = self.to_dict()
+        if sections:
+            d = {k: d[k] for k in sections}
+        blob = json.dumps(d, sort_keys=True).encode()
+        return hashlib.sha1(blob).hexdigest()[:12]
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    """Convert a YAML/override value to the dataclass field type, with a clear error."""
+    origin = get_origin(typ)
+    if typ is Any:
+        return value
+    if origin is not None and type(None) in get_args(typ):  # Optional[...] / X | None
+        if value is None:
+            return None
+        inner = [a for a in get_args(typ) if a is not type(None)][0]
+        return _coerce(value, inner, where)
+    if is_dataclass(typ):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _build(typ, value, where)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if typ in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}")
+        try:
+            out = typ(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}") from None
+        if typ is int and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{where}: expected int, got {value!r}")
+        return out
+    if typ is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return "" if value is None else str(value)
+    if typ is list or origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls, data: dict, where: str):
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value (e.g. train.epochs=10)")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    return key.strip().split("."), value
+
+
+def _deep_set(d: dict, path: list[str], value: Any) -> None:
+    for p in path[:-1]:
+        d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"override {'.'.join(path)}: {p} is not a section")
+    d[path[-1]] = value
+
+
+def _merge(base: dict, new: dict) -> dict:
+    out = dict(base)
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_yaml(path: str) -> dict:
+    """Read a YAML config; ``_base_: other.yaml`` (relative path) is merged underneath."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    base = data.pop("_base_", None)
+    if base:
+        data = _merge(load_yaml(os.path.join(os.path.dirname(path), base)), data)
+    return data
+
+
+def load_config(path: str | None = None, overrides: list[str] | tuple = (),
+                base: dict | None = None) -> Config:
+    data: dict = dict(base or {})
+    src = path or "<defaults>"
+    if path:
+        data = _merge(data, load_yaml(resolve_config_path(path)))
+    for ov in overrides:
+        keys, value = parse_override(ov)
+        _deep_set(data, keys, value)
+    try:
+        return _build(Config, data, "")
+    except ConfigError as e:
+        raise ConfigError(f"{src}: {e}") from None
+
+
+def resolve_config_path(path: str) -> str:
+    """Accept a file path or the name of a config shipped with odkd (e.g. ``demo``)."""
+    if os.path.exists(path):
+        return path
+    here = os.path.join(os.path.dirname(__file__), "configs")
+    for cand in (os.path.join(here, path), os.path.join(here, path + ".yaml")):
+        if os.path.exists(cand):
+            return cand
+    raise ConfigError(f"config file not found: {path} (nor a shipped config in {here})")
+
+
+def save_config(cfg: Config, path: str) -> None:
+    from odkd.utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
