@@ -81,7 +81,7 @@ class TrainConfig:
 class EvalConfig:
     batch_size: int = 64
     flip_test: bool = True
-    shift_heatmap: bool = True          # HRNet's 1-pixel shift of the flipped heatmap
+    shift_heatmap: bool = True          # shift flipped heatmaps by (stride-1)/stride px (see decode.flip_back)
     decode: str = "quarter"             # quarter | dark
     oks_nms_thr: float = 0.9
     in_vis_thr: float = 0.2             # keypoint score above which it counts in rescoring

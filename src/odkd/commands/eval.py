@@ -1,0 +1,78 @@
+"""``odkd eval [CONFIG] --checkpoint PATH [--ann FILE --images DIR] [--boxes gt|DETS.json]
+[--no-flip] [--out DIR] [--oracle]``."""
+from __future__ import annotations
+
+import os
+
+from odkd.config import load_config
+from odkd.errors import OdkdError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="COCO keypoint evaluation of a checkpoint (or the GT oracle)",
+                       description="Evaluate a checkpoint on a COCO-format keypoint set with "
+                                   "pycocotools. Without CONFIG the settings stored in the "
+                                   "checkpoint are used.")
+    p.add_argument("config", nargs="?", help="YAML config (optional)")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    p.add_argument("--checkpoint", help="odkd / official HRNet / mmpose checkpoint")
+    p.add_argument("--model", help="architecture for foreign checkpoints (e.g. hrnet_w32)")
+    p.add_argument("--ann", help="COCO person_keypoints json (default: data.val_ann)")
+    p.add_argument("--images", help="image folder (default: data.val_images)")
+    p.add_argument("--boxes", default=None, help="'gt' or a COCO-results detection json")
+    p.add_argument("--no-flip", action="store_true", help="disable flip test")
+    p.add_argument("--oracle", action="store_true",
+                   help="decode heatmaps encoded from the ground truth (no checkpoint needed)")
+    p.add_argument("--out", help="folder for results.json and metrics.json")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default auto)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from odkd.engine.evaluate import build_eval_records, format_metrics, run_evaluation
+    from odkd.models.checkpoint import build_from_checkpoint, read_checkpoint
+    from odkd.utils import pick_device
+
+    overrides = list(args.overrides)
+    base = None
+    if args.checkpoint and not args.config:
+        ck = read_checkpoint(args.checkpoint)
+        if isinstance(ck, dict) and ck.get("format") == "odkd" and "config" in ck:
+            base = ck["config"]
+            base.pop("distill", None)  # teachers are irrelevant to evaluation
+    cfg = load_config(args.config, overrides, base=base)
+    if args.no_flip:
+        cfg.eval.flip_test = False
+    if args.device:
+        cfg.train.device = args.device
+    ann = args.ann or cfg.data.val_ann
+    images = args.images or cfg.data.val_images
+    if not ann or not images:
+        raise OdkdError("no evaluation set: give --ann FILE --images DIR (or data.val_ann / "
+                        "data.val_images in the config)")
+    boxes = args.boxes or cfg.data.boxes or "gt"
+    if not args.oracle and not args.checkpoint:
+        raise OdkdError("give --checkpoint PATH (or --oracle to evaluate ground-truth heatmaps)")
+
+    device = pick_device(cfg.train.device)
+    model = None
+    if not args.oracle:
+        model = build_from_checkpoint(args.checkpoint, name=args.model or None,
+                                      num_joints=None, with_mask=None)
+        model.to(device).eval()
+        cfg.model.name = getattr(model, "odkd_name", cfg.model.name)
+    coco, records = build_eval_records(cfg, ann, images, boxes, oracle=args.oracle)
+    print(f"[odkd] {coco.summary()}; evaluating {len(records)} boxes ({'GT' if boxes == 'gt' else boxes})"
+          f"{' with the GT oracle' if args.oracle else ''}")
+    out_dir = args.out
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+    with torch.inference_mode():
+        metrics = run_evaluation(cfg, model, coco, records, device, out_dir=out_dir,
+                                 oracle=args.oracle)
+    print(format_metrics(metrics))
+    if out_dir:
+        print(f"[odkd] wrote {os.path.join(out_dir, 'results.json')} and metrics.json")
+    return 0

@@ -1,0 +1,26 @@
+"""``odkd train CONFIG [key=value ...] [--resume]``."""
+from __future__ import annotations
+
+from odkd.config import load_config
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a pose model on COCO-format data",
+                       description="Train a top-down heatmap pose model. CONFIG is a YAML file "
+                                   "or the name of a shipped config; key=value pairs override it "
+                                   "(e.g. train.epochs=20 data.sigma=2.5).")
+    p.add_argument("config", help="YAML config file (or shipped config name)")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    p.add_argument("--resume", action="store_true", help="continue from WORKDIR/last.pt")
+    p.add_argument("--workdir", help="output folder (same as workdir=DIR)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from odkd.engine.train import train
+
+    overrides = list(args.overrides) + ([f"workdir={args.workdir}"] if args.workdir else [])
+    cfg = load_config(args.config, overrides)
+    out = train(cfg, resume=args.resume)
+    print(f"[odkd] done: best AP {out['best_ap']:.4f}; checkpoints {out['best']} {out['last']}")
+    return 0

@@ -1,0 +1,101 @@
+"""Frozen teachers: loaded once, never trained, cheap to run.
+
+A teacher is an ordinary odkd model (trained by ``odkd train`` or converted from an official
+checkpoint) wrapped in :class:`FrozenTeacher`: eval mode for good (BatchNorm keeps its running
+statistics), no parameter requires a gradient, the forward runs under ``torch.no_grad`` and, on
+CUDA, under bf16 autocast (about twice as fast; the outputs are only regression targets, so bf16
+precision is plenty). Outputs always come back as float32.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from odkd.config import ConfigError, DistillConfig, TeacherConfig
+from odkd.distill.losses import teachers_in_use
+
+TEACHER_NAMES = {"pt": "primary teacher (PT)", "st": "senior teacher (ST)"}
+
+
+class FrozenTeacher(nn.Module):
+    """Wrap a pose model so that it can only be used for inference.
+
+    ``train()`` is a no-op that keeps eval mode, so a training loop calling ``.train()`` on
+    everything it holds cannot switch the teacher's BatchNorm/Dropout to training behaviour.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.model.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> "FrozenTeacher":
+        return super().train(False)
+
+    @property
+    def with_mask(self) -> bool:
+        return bool(getattr(self.model, "with_mask", False))
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            if images.device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    out = self.model(images)
+            else:
+                out = self.model(images)
+        return {k: v.float() for k, v in out.items()}
+
+
+def _load_one(key: str, tc: TeacherConfig, device: torch.device | str) -> FrozenTeacher:
+    from odkd.models.checkpoint import build_from_checkpoint  # lazy: keeps this module light
+
+    field = f"distill.{key}.checkpoint"
+    if not os.path.isfile(tc.checkpoint):
+        raise ConfigError(f"{field}: file not found: {tc.checkpoint}")
+    # with_mask is left to the checkpoint (odkd files record it, foreign ones are inspected) and
+    # checked below, so a PT that happens to have a mask head still loads.
+    model = build_from_checkpoint(tc.checkpoint, name=tc.model or None, with_mask=None)
+    if tc.with_mask and not getattr(model, "with_mask", False):
+        raise ConfigError(f"distill.{key}.with_mask: true, but {tc.checkpoint} holds a model "
+                          f"without a mask output; give an ST trained with model.with_mask=true, "
+                          f"or set distill.{key}.with_mask=false and distill.seg_weight=0")
+    return FrozenTeacher(model).to(device)
+
+
+def load_teachers(cfg: DistillConfig, device: torch.device | str
+                  ) -> dict[str, FrozenTeacher | None]:
+    """``{"pt": teacher or None, "st": teacher or None}`` for ``cfg``.
+
+    A teacher the schedule (with its weights) never uses is not loaded, even if a checkpoint is
+    given: it would only cost memory. A teacher it does use must have a checkpoint.
+    """
+    used = teachers_in_use(cfg)
+    teachers: dict[str, FrozenTeacher | None] = {"pt": None, "st": None}
+    for key in ("pt", "st"):
+        tc: TeacherConfig = getattr(cfg, key)
+        if key not in used:
+            continue
+        if not tc.checkpoint:
+            raise ConfigError(f"distill.{key}.checkpoint: schedule {cfg.schedule!r} uses the "
+                              f"{TEACHER_NAMES[key]} but no checkpoint is given; set "
+                              f"distill.{key}.checkpoint=PATH (train one with `odkd train`)")
+        teachers[key] = _load_one(key, tc, device)
+    return teachers
+
+
+def run_teachers(teachers: dict[str, FrozenTeacher | None], images: torch.Tensor,
+                 needed: Iterable[str]) -> dict[str, dict[str, torch.Tensor] | None]:
+    """Run only the ``needed`` teachers on ``images``; the others map to None."""
+    needed = set(needed)
+    out: dict[str, dict[str, torch.Tensor] | None] = {"pt": None, "st": None}
+    for key in sorted(needed):
+        teacher = teachers.get(key)
+        if teacher is None:
+            raise ValueError(f"teacher {key!r} is needed but was not loaded "
+                             f"(loaded: {sorted(k for k, t in teachers.items() if t is not None)})")
+        out[key] = teacher(images)
+    return out

@@ -1,0 +1,22 @@
+"""Distillation run: frozen teachers + DistillLoss, on the shared training loop."""
+from __future__ import annotations
+
+from odkd.config import Config
+from odkd.engine import dist as odist
+from odkd.engine.train import train
+
+
+def distill(cfg: Config, resume: bool = False, progress: bool = True) -> dict:
+    from odkd.distill.losses import DistillLoss
+    from odkd.distill.schedule import describe_schedule
+    from odkd.distill.teachers import load_teachers
+
+    _, _, device = odist.init_distributed(cfg.train.device)
+    objective = DistillLoss(cfg.distill, cfg.train.epochs)
+    teachers = load_teachers(cfg.distill, device)
+    if odist.is_main():
+        print(f"[odkd] distill: {describe_schedule(cfg.distill, cfg.train.epochs)}")
+        for name, t in teachers.items():
+            if t is not None:
+                print(f"[odkd]   {name.upper()}: {getattr(t, 'description', type(t).__name__)}")
+    return train(cfg, resume=resume, objective=objective, teachers=teachers, progress=progress)

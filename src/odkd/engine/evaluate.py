@@ -1,0 +1,148 @@
+"""Evaluation: model (or GT oracle) heatmaps -> decode -> rescoring + OKS-NMS -> COCOeval.
+
+The oracle path feeds heatmaps encoded from the ground truth through exactly the same
+decode/NMS/eval code a model uses, so it measures the pipeline's quantisation ceiling.
+"""
+from __future__ import annotations
+
+import json
+import os
+from contextlib import nullcontext
+from dataclasses import replace
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from odkd.config import Config
+from odkd.data.coco import CocoPoseSet, PersonRecord, load_coco, load_detections
+from odkd.data.dataset import TopDownDataset
+from odkd.engine import dist as odist
+from odkd.errors import OdkdError
+from odkd.eval.coco_eval import evaluate_coco, rescore_and_nms
+from odkd.eval.decode import decode_heatmaps, flip_back
+
+
+@torch.no_grad()
+def predict_heatmaps(model, images: torch.Tensor, flip_pairs, flip_test: bool = True,
+                     shift_heatmap: bool = True, stride: int = 4) -> torch.Tensor:
+    """Heatmaps for a batch; with ``flip_test`` averaged with the mirrored input's."""
+    heat = model(images)["heatmaps"].float()
+    if flip_test:
+        flipped = model(torch.flip(images, dims=[3]))["heatmaps"].float()
+        heat = 0.5 * (heat + flip_back(flipped, flip_pairs, shift=shift_heatmap, stride=stride))
+    return heat
+
+
+def _box_iou(a, b) -> float:
+    ax2, ay2 = a[0] + a[2], a[1] + a[3]
+    bx2, by2 = b[0] + b[2], b[1] + b[3]
+    iw = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
+    ih = max(0.0, min(ay2, by2) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def attach_gt_to_detections(dets: list[PersonRecord], gt: list[PersonRecord]
+                            ) -> list[PersonRecord]:
+    """Oracle with detection boxes: give each detection the keypoints of the GT person it
+    overlaps most (IoU >= 0.1), so the oracle heatmaps are encoded inside the detection crop."""
+    by_image: dict[int, list[PersonRecord]] = {}
+    for r in gt:
+        by_image.setdefault(r.image_id, []).append(r)
+    out = []
+    for d in dets:
+        best, best_iou = None, 0.1
+        for g in by_image.get(d.image_id, []):
+            iou = _box_iou(d.bbox, g.bbox)
+            if iou >= best_iou:
+                best, best_iou = g, iou
+        if best is not None:
+            d = replace(d, keypoints=best.keypoints.copy(), segmentation=best.segmentation)
+        out.append(d)
+    return out
+
+
+def build_eval_records(cfg: Config, ann_file: str, image_dir: str, boxes: str,
+                       oracle: bool = False) -> tuple[CocoPoseSet, list[PersonRecord]]:
+    coco = load_coco(ann_file, image_dir, train=False, flip_pairs=cfg.data.flip_pairs,
+                     upper_body_ids=cfg.data.upper_body_ids)
+    if boxes == "gt":
+        return coco, list(coco.records)
+    if not os.path.exists(boxes):
+        raise OdkdError(f"--boxes: detection file not found: {boxes} (or use 'gt')")
+    dets = load_detections(boxes, coco, cfg.data.det_score_thr)
+    if oracle:
+        dets = attach_gt_to_detections(dets, coco.records)
+    return coco, dets
+
+
+def run_evaluation(cfg: Config, model, coco: CocoPoseSet, records: list[PersonRecord],
+                   device: torch.device, out_dir: str | None = None, oracle: bool = False,
+                   progress: bool = True, desc: str = "eval") -> dict:
+    """Predict every record (sharded across ranks under torchrun), then COCO-evaluate on rank 0.
+
+    Returns the metrics dict (AP, AP50, AP75, APm, APl, AR) on every rank.
+    """
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) \
+        if torch.distributed.is_initialized() else (0, 1)
+    shard = records[rank::world]
+    ds = TopDownDataset(shard, coco.flip_pairs, coco.upper_body_ids, cfg.data, train=False,
+                        return_image_mask=False)
+    loader = DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False,
+                        num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
+    if model is not None:
+        was_training = model.training
+        model.eval()
+    kpts, box_scores, areas, image_ids = [], [], [], []
+    it = tqdm(loader, desc=desc, disable=not (progress and rank == 0), leave=False)
+    for batch in it:
+        if oracle:
+            heat = batch["heatmap"].float()
+        else:
+            images = batch["image"].to(device, non_blocking=True)
+            amp = torch.autocast(device.type, dtype=torch.bfloat16) \
+                if cfg.train.amp == "bf16" else nullcontext()
+            with amp:
+                heat = predict_heatmaps(model, images, coco.flip_pairs, cfg.eval.flip_test,
+                                        cfg.eval.shift_heatmap, cfg.data.heatmap_stride)
+            heat = heat.float().cpu()
+        centers, scales = batch["center"].numpy(), batch["scale"].numpy()
+        preds, maxvals = decode_heatmaps(heat.numpy(), centers, scales, method=cfg.eval.decode)
+        kpts.append(np.concatenate([preds, maxvals[..., None]], axis=2))
+        box_scores.append(batch["score"].numpy())
+        areas.append(scales[:, 0] * scales[:, 1])  # HRNet's crop-area convention for OKS
+        image_ids.append(batch["image_id"].numpy())
+    if model is not None and was_training:
+        model.train()
+    k = coco.num_joints
+    part = (np.concatenate(kpts) if kpts else np.zeros((0, k, 3)),
+            np.concatenate(box_scores) if box_scores else np.zeros(0),
+            np.concatenate(areas) if areas else np.zeros(0),
+            np.concatenate(image_ids) if image_ids else np.zeros(0, dtype=np.int64))
+
+    gathered = odist.all_gather_objects(part)
+    metrics = None
+    if rank == 0:
+        cat = [np.concatenate([g[i] for g in gathered]) for i in range(4)]
+        results = rescore_and_nms(cat[0], cat[1], cat[2], cat[3], oks_thr=cfg.eval.oks_nms_thr,
+                                  in_vis_thr=cfg.eval.in_vis_thr, rescore=cfg.eval.rescore,
+                                  category_id=coco.category_id)
+        img_ids = sorted({r.image_id for r in records})
+        metrics = evaluate_coco(coco.ann_file, results, out_dir=out_dir, img_ids=img_ids)
+    return odist.broadcast_object(metrics)
+
+
+def format_metrics(m: dict) -> str:
+    keys = ["AP", "AP50", "AP75", "APm", "APl", "AR"]
+    head = " | ".join(f"{k:>6}" for k in keys)
+    vals = " | ".join(f"{m[k]:6.4f}" for k in keys)
+    return f"{head}\n{vals}"
+
+
+def write_json(path: str, obj) -> None:
+    from odkd.utils import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2))

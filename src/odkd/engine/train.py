@@ -1,0 +1,272 @@
+"""The training loop, shared by supervised training and distillation.
+
+One loop, one "objective": ``SupervisedObjective`` (ground truth only) or
+``odkd.distill.losses.DistillLoss`` (ground truth + teachers). Both expose
+``needed_teachers(epoch)`` and ``__call__(student_out, gt, teacher_out, epoch)``.
+Checkpoints are written atomically after every epoch; ``resume=True`` continues from
+``last.pt`` exactly: data order and augmentation are functions of (seed, epoch, index).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import time
+from contextlib import nullcontext
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from odkd.config import Config, ConfigError, save_config
+from odkd.data.dataset import build_datasets
+from odkd.engine import dist as odist
+from odkd.engine.evaluate import format_metrics, run_evaluation
+from odkd.losses import joints_mse, mask_bce
+from odkd.models import build_model
+from odkd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
+from odkd.utils import seed_everything
+
+
+class SupervisedObjective:
+    """Ground truth only: target-weighted joints MSE (+ mask BCE when the model has a mask head)."""
+
+    def __init__(self, mask_loss_weight: float = 1.0):
+        self.mask_loss_weight = mask_loss_weight
+
+    def needed_teachers(self, epoch: int) -> set:
+        return set()
+
+    def __call__(self, out: dict, gt: dict, teacher_out: dict, epoch: int):
+        loss = joints_mse(out["heatmaps"], gt["heatmap"], gt["target_weight"])
+        logs = {"loss_gt": float(loss.detach())}
+        if "mask" in out and self.mask_loss_weight > 0:
+            lm = mask_bce(out["mask"], gt["mask"], gt["mask_weight"])
+            loss = loss + self.mask_loss_weight * lm
+            logs["loss_mask"] = float(lm.detach())
+        return loss, logs
+
+
+def lr_at(cfg: Config, epoch: int, it_global: int) -> float:
+    """Multi-step decay by epoch, optional linear warmup by iteration (stateless: resumable)."""
+    t = cfg.train
+    lr = t.lr * (t.lr_factor ** sum(epoch >= s for s in t.lr_steps))
+    if t.warmup_iters and it_global < t.warmup_iters:
+        lr *= 0.001 + 0.999 * it_global / t.warmup_iters
+    return lr
+
+
+def build_optimizer(cfg: Config, params, device: torch.device):
+    t = cfg.train
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay,
+                               nesterov=True)
+    raise ConfigError(f"train.optimizer: unknown {t.optimizer!r}; choose adam, adamw or sgd")
+
+
+def autocast_ctx(cfg: Config, device: torch.device):
+    if cfg.train.amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if cfg.train.amp not in ("none", ""):
+        raise ConfigError(f"train.amp: unknown {cfg.train.amp!r}; choose none or bf16")
+    return nullcontext()
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Shuffled order that is a pure function of (seed, epoch): makes resume exact."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _check_data(cfg: Config) -> None:
+    for key in ("train_ann", "train_images", "val_ann", "val_images"):
+        if not getattr(cfg.data, key):
+            raise ConfigError(f"data.{key} is empty: set it in the config or as data.{key}=PATH")
+
+
+def _csv_append(path: str, row: dict) -> None:
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | None = None,
+          progress: bool = True) -> dict:
+    """Train ``cfg.model`` on ``cfg.data``; returns {"best_ap", "last", "best", "metrics"}.
+
+    ``objective`` defaults to :class:`SupervisedObjective`; distillation passes a DistillLoss and
+    the frozen ``teachers`` ({"pt": ..., "st": ...}).
+    """
+    _check_data(cfg)
+    rank, world, device = odist.init_distributed(cfg.train.device)
+    main = rank == 0
+    if cfg.train.threads and device.type == "cpu":
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed + rank)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    os.makedirs(cfg.workdir, exist_ok=True)
+    last_path = os.path.join(cfg.workdir, "last.pt")
+    best_path = os.path.join(cfg.workdir, "best.pt")
+    if main:
+        save_config(cfg, os.path.join(cfg.workdir, "config.yaml"))
+
+    train_set, val_set, sets = build_datasets(cfg)
+    val_coco = sets["val"]
+    if main:
+        print(f"[odkd] train: {sets['train'].summary()}")
+        print(f"[odkd] val:   {val_set.summary}")
+    if len(train_set) == 0:
+        raise ConfigError(f"{cfg.data.train_ann}: no usable training persons")
+    if world > 1:
+        sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
+                                     seed=cfg.train.seed, drop_last=True)
+    else:
+        sampler = EpochSampler(len(train_set), cfg.train.seed)
+    per_rank_bs = max(1, cfg.train.batch_size // world)
+    loader = DataLoader(train_set, batch_size=per_rank_bs, sampler=sampler,
+                        num_workers=cfg.data.workers, drop_last=len(train_set) >= per_rank_bs,
+                        pin_memory=device.type == "cuda",
+                        # not persistent: workers must see set_epoch() of each new epoch
+                        persistent_workers=False)
+
+    model = build_model(cfg.model.name, cfg.model.num_joints, cfg.model.with_mask)
+    if cfg.model.init and not resume:
+        # a fresh mask head may sit on top of a keypoint-only checkpoint (e.g. official W48)
+        fmt = load_weights(model, cfg.model.init,
+                           init_missing=("mask_layer.",) if cfg.model.with_mask else ())
+        if main:
+            print(f"[odkd] initialised from {cfg.model.init} ({fmt})")
+    model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model.parameters(), device)
+    objective = objective or SupervisedObjective(cfg.train.mask_loss_weight)
+    teachers = teachers or {}
+
+    start_epoch, best_ap, it_global = 0, -1.0, 0
+    if resume:
+        if not os.path.exists(last_path):
+            raise ConfigError(f"--resume: no checkpoint at {last_path}")
+        ck = read_checkpoint(last_path)
+        load_weights(model, ck, verbose=False)
+        optimizer.load_state_dict(ck["optimizer"])
+        start_epoch, best_ap, it_global = ck["epoch"], ck["best_ap"], ck["it_global"]
+        if main:
+            print(f"[odkd] resumed from {last_path} at epoch {start_epoch}")
+    net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else model
+
+    writer = None
+    if main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(os.path.join(cfg.workdir, "tb"))
+        except ImportError:  # tensorboard is optional at run time
+            writer = None
+    metrics: dict = {}
+    epochs = cfg.train.epochs
+    for epoch in range(start_epoch, epochs):
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        net.train()
+        needed = objective.needed_teachers(epoch)
+        t0, n_img, sums = time.time(), 0, {}
+        steps = len(loader)
+        if cfg.train.max_iters_per_epoch:
+            steps = min(steps, cfg.train.max_iters_per_epoch)
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not (progress and main),
+                   leave=False, dynamic_ncols=True)
+        for i, batch in enumerate(loader):
+            if i >= steps:
+                break
+            lr = lr_at(cfg, epoch, it_global)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            images = batch["image"].to(device, non_blocking=True)
+            if device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            gt = {k: batch[k].to(device, non_blocking=True)
+                  for k in ("heatmap", "target_weight", "mask", "mask_weight")}
+            with autocast_ctx(cfg, device):
+                out = net(images)
+            t_out = {name: teachers[name](images) for name in needed if teachers.get(name)}
+            loss, logs = objective(out, gt, t_out, epoch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, iter {i}: {logs}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            it_global += 1
+            n_img += images.shape[0]
+            logs["loss"] = float(loss.detach())
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{sums['loss'] / (i + 1):.3e}", lr=f"{lr:.1e}")
+            bar.update(1)
+            if writer is not None and it_global % max(1, cfg.train.log_every) == 0:
+                for k, v in logs.items():
+                    writer.add_scalar(f"train/{k}", v, it_global)
+                writer.add_scalar("train/lr", lr, it_global)
+        bar.close()
+        n_steps = max(1, min(steps, len(loader)))
+        row = {"epoch": epoch + 1, "lr": lr_at(cfg, epoch, it_global),
+               **{k: v / n_steps for k, v in sums.items()},
+               "img_s": n_img * world / max(1e-9, time.time() - t0)}
+
+        do_eval = (cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0) \
+            or epoch + 1 == epochs
+        if do_eval:
+            metrics = run_evaluation(cfg, model, val_coco, val_set.records, device,
+                                     progress=progress, desc=f"eval {epoch + 1}")
+            row.update({f"val_{k}": v for k, v in metrics.items()})
+            if writer is not None:
+                for k, v in metrics.items():
+                    writer.add_scalar(f"val/{k}", v, epoch + 1)
+        if main:
+            improved = do_eval and metrics["AP"] > best_ap
+            if improved:
+                best_ap = metrics["AP"]
+            extra = {"epoch": epoch + 1, "it_global": it_global, "best_ap": best_ap,
+                     "optimizer": optimizer.state_dict(), "config": cfg.to_dict(),
+                     "metrics": dict(metrics)}
+            save_checkpoint(last_path, model, extra)
+            if improved:
+                save_checkpoint(best_path, model, extra)
+            _csv_append(os.path.join(cfg.workdir, "log.csv"), row)
+            msg = f"[odkd] epoch {epoch + 1}/{epochs} loss {row['loss']:.3e} " \
+                  f"({row['img_s']:.0f} img/s)"
+            if do_eval:
+                msg += f" val AP {metrics['AP']:.4f} (best {best_ap:.4f})"
+            print(msg, flush=True)
+        odist.barrier()
+    if writer is not None:
+        writer.close()
+    if main and not os.path.exists(best_path) and os.path.exists(last_path):
+        # Every run leaves a best.pt, even one whose evaluation never ran.
+        import shutil
+        shutil.copyfile(last_path, best_path)
+    if main and metrics:
+        print(format_metrics(metrics))
+    return {"best_ap": best_ap, "last": last_path, "best": best_path, "metrics": metrics}

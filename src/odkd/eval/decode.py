@@ -1,0 +1,188 @@
+"""Heatmaps -> image keypoints: argmax + quarter offset (HRNet) or DARK; flip-test ``flip_back``.
+
+Heatmap coordinates are those of odkd.data.geometry: ``get_affine_transform(center, scale, 0,
+(w, h))`` maps image points to heatmap points, so its inverse maps decoded points back.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from odkd.data.geometry import affine_points, get_affine_transform
+
+
+def _to_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x)
+
+
+def get_max_preds(heatmaps) -> tuple[np.ndarray, np.ndarray]:
+    """Integer argmax of each (h, w) map of (N, K, h, w) heatmaps.
+
+    Returns ``coords`` float32 (N, K, 2) as (x, y) heatmap pixels and ``maxvals`` float32 (N, K).
+    """
+    hm = _to_numpy(heatmaps)
+    if hm.ndim != 4:
+        raise ValueError(f"get_max_preds expects (N, K, h, w) heatmaps, got shape {hm.shape}")
+    n, k, h, w = hm.shape
+    flat = hm.reshape(n, k, h * w)
+    idx = flat.argmax(axis=2)
+    maxvals = np.take_along_axis(flat, idx[..., None], axis=2)[..., 0]
+    coords = np.stack([idx % w, idx // w], axis=-1).astype(np.float32)
+    return coords, maxvals.astype(np.float32)
+
+
+def _quarter_offset(hm: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """HRNet: move 0.25 px from the argmax towards the higher neighbour on each axis."""
+    n, k, h, w = hm.shape
+    x = coords[..., 0].astype(np.int64)
+    y = coords[..., 1].astype(np.int64)
+    ni, ki = np.meshgrid(np.arange(n), np.arange(k), indexing="ij")
+    xl, xr = np.clip(x - 1, 0, w - 1), np.clip(x + 1, 0, w - 1)
+    yu, yd = np.clip(y - 1, 0, h - 1), np.clip(y + 1, 0, h - 1)
+    diff_x = hm[ni, ki, y, xr] - hm[ni, ki, y, xl]
+    diff_y = hm[ni, ki, yd, x] - hm[ni, ki, yu, x]
+    # Only where both neighbours exist, as in HRNet (a border max has no neighbour to compare).
+    inside_x = (x >= 1) & (x <= w - 2)
+    inside_y = (y >= 1) & (y <= h - 2)
+    out = coords.astype(np.float32).copy()
+    out[..., 0] += np.where(inside_x, np.sign(diff_x) * 0.25, 0.0)
+    out[..., 1] += np.where(inside_y, np.sign(diff_y) * 0.25, 0.0)
+    return out
+
+
+def _dark_offset(hm: np.ndarray, coords: np.ndarray, kernel: int) -> np.ndarray:
+    """DARK (Zhang et al., CVPR 2020): blur each map with a Gaussian so it is closer to the
+    Gaussian the model was trained on, take the log (a Gaussian becomes a quadratic), and refine
+    the argmax with one Newton step ``-H^-1 grad`` from finite differences.
+
+    Central differences with a 1-pixel step are exact for a quadratic, so only a 1-pixel border
+    is needed (the paper's code uses 2-pixel steps for the second derivatives).
+    """
+    if kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"dark_kernel must be a positive odd integer, got {kernel}")
+    n, k, h, w = hm.shape
+    maps = hm.reshape(n * k, h, w).astype(np.float32)
+    blurred = np.empty_like(maps)
+    for i, m in enumerate(maps):
+        peak = float(m.max())
+        b = cv2.GaussianBlur(m, (kernel, kernel), 0, borderType=cv2.BORDER_CONSTANT)
+        bmax = float(b.max())
+        # Keep the original peak height so the log-space curvature is not rescaled by the blur.
+        blurred[i] = b * (peak / bmax) if peak > 0 and bmax > 0 else b
+    logm = np.log(np.clip(blurred, 1e-10, None).astype(np.float64)).reshape(n, k, h, w)
+
+    x = coords[..., 0].astype(np.int64)
+    y = coords[..., 1].astype(np.int64)
+    ni, ki = np.meshgrid(np.arange(n), np.arange(k), indexing="ij")
+    ok = (x >= 1) & (x <= w - 2) & (y >= 1) & (y <= h - 2)
+    xs, ys = np.clip(x, 1, max(w - 2, 1)), np.clip(y, 1, max(h - 2, 1))
+    xl, xr = np.clip(xs - 1, 0, w - 1), np.clip(xs + 1, 0, w - 1)
+    yu, yd = np.clip(ys - 1, 0, h - 1), np.clip(ys + 1, 0, h - 1)
+
+    def at(yy, xx):
+        return logm[ni, ki, yy, xx]
+
+    c = at(ys, xs)
+    dx = 0.5 * (at(ys, xr) - at(ys, xl))
+    dy = 0.5 * (at(yd, xs) - at(yu, xs))
+    dxx = at(ys, xr) - 2 * c + at(ys, xl)
+    dyy = at(yd, xs) - 2 * c + at(yu, xs)
+    dxy = 0.25 * (at(yd, xr) - at(yd, xl) - at(yu, xr) + at(yu, xl))
+    det = dxx * dyy - dxy * dxy
+    # Newton step only at a proper maximum (negative-definite Hessian).
+    ok &= (det > 1e-12) & (dxx < 0)
+    safe = np.where(ok, det, 1.0)
+    off_x = -(dyy * dx - dxy * dy) / safe
+    off_y = -(dxx * dy - dxy * dx) / safe
+    # A step beyond one pixel means the local quadratic model is meaningless there.
+    off_x = np.where(ok, np.clip(off_x, -1.0, 1.0), 0.0)
+    off_y = np.where(ok, np.clip(off_y, -1.0, 1.0), 0.0)
+    out = coords.astype(np.float32).copy()
+    out[..., 0] += off_x.astype(np.float32)
+    out[..., 1] += off_y.astype(np.float32)
+    return out
+
+
+def decode_heatmaps(heatmaps, centers, scales, method: str = "quarter", dark_kernel: int = 11
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Decode (N, K, h, w) heatmaps of crops given by ``centers``/``scales`` (N, 2) in image
+    pixels into image keypoints.
+
+    ``method``: ``"quarter"`` (argmax + 0.25 px towards the higher neighbour) or ``"dark"``.
+    Returns ``preds`` float32 (N, K, 2) image (x, y) and ``maxvals`` float32 (N, K), the raw
+    heatmap maxima used as keypoint scores.
+    """
+    hm = _to_numpy(heatmaps).astype(np.float32)
+    coords, maxvals = get_max_preds(hm)
+    if method == "quarter":
+        coords = _quarter_offset(hm, coords)
+    elif method == "dark":
+        coords = _dark_offset(hm, coords, dark_kernel)
+    else:
+        raise ValueError(f"unknown decode method {method!r}; choose 'quarter' or 'dark'")
+    n, _, h, w = hm.shape
+    centers = np.asarray(centers, dtype=np.float32).reshape(n, 2)
+    scales = np.asarray(scales, dtype=np.float32).reshape(n, 2)
+    preds = np.empty_like(coords)
+    for i in range(n):
+        inv = get_affine_transform(centers[i], scales[i], 0.0, (w, h), inv=True)
+        preds[i] = affine_points(coords[i], inv)
+    return preds, maxvals
+
+
+def flip_back(heatmaps, flip_pairs: Sequence[Sequence[int]], shift: bool | float = True,
+              stride: int = 4):
+    """Undo a horizontal flip of the network input on its (N, K, h, w) heatmaps (torch or numpy;
+    the same type comes back): mirror along the width, swap left/right channels, then shift right.
+
+    Why a shift: the flip test mirrors the *input* crop, ``u -> W - 1 - u`` (input pixels), and
+    odkd's geometry puts input pixel ``u`` at heatmap coordinate ``u / stride`` (both grids are
+    the same crop sampled at different resolutions, see geometry.get_affine_transform). So a
+    joint at heatmap ``x`` appears in the flipped maps at ``(W - 1 - stride x) / stride =
+    w - x - 1/stride``, and mirroring the maps (``x' -> w - 1 - x'``) brings it back to
+    ``x - (stride - 1) / stride``: the flipped crop's grid is offset by ``stride - 1`` input
+    pixels. ``shift=True`` compensates exactly with a ``(stride - 1) / stride`` heatmap-pixel
+    shift (0.75 for stride 4) by linear interpolation; HRNet's integer 1-pixel shift
+    (``shift=1.0``) over-corrects by ``1 / stride`` and biases flip-averaged predictions by
+    +1/8 px to the right; ``shift=False`` (0) biases them by -3/8 px. A float gives the shift in
+    heatmap pixels. Edge columns are replicated.
+    """
+    if shift is True:
+        amount = (stride - 1) / stride
+    elif shift is False:
+        amount = 0.0
+    else:
+        amount = float(shift)
+    if amount < 0:
+        raise ValueError(f"flip_back: shift must be >= 0, got {shift}")
+    is_torch = isinstance(heatmaps, torch.Tensor)
+    if heatmaps.ndim != 4:
+        raise ValueError(f"flip_back expects (N, K, h, w) heatmaps, got shape {tuple(heatmaps.shape)}")
+    k, w = heatmaps.shape[1], heatmaps.shape[3]
+    perm = np.arange(k)
+    for a, b in flip_pairs:
+        perm[a], perm[b] = b, a
+
+    def take(x, idx: np.ndarray, dim: int):
+        if is_torch:
+            return x.index_select(dim, torch.from_numpy(idx).to(x.device))
+        return np.take(x, idx, axis=dim)
+
+    out = take(heatmaps, perm, 1)
+    out = take(out, np.arange(w - 1, -1, -1), 3)
+    if amount > 0:
+        whole = int(np.floor(amount))
+        frac = amount - whole
+        cols = np.arange(w)
+        base = take(out, np.clip(cols - whole, 0, w - 1), 3)
+        if frac > 1e-9:
+            prev = take(out, np.clip(cols - whole - 1, 0, w - 1), 3)
+            out = base * (1.0 - frac) + prev * frac
+        else:
+            out = base
+    return out

@@ -1,0 +1,326 @@
+"""``odkd experiment``: teachers once (cached by config hash), then every student variant over
+several seeds, each evaluated on every split -> results.csv, results.md, ablation.png.
+
+Resumable: each finished run leaves ``done.json``; an interrupted one resumes from its
+``last.pt``. Methods are named after the paper's baselines (see METHODS).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import yaml
+
+from odkd.config import Config, ConfigError, _build, load_config, load_yaml, resolve_config_path
+from odkd.utils import atomic_write_text
+
+# method -> overrides on top of the student config. ``odkd`` is the full method with the
+# distill defaults (orderly PT->ST, binarized teacher targets, ST segmentation imitation).
+METHODS: dict[str, list[str]] = {
+    "scratch": ["distill.schedule=none", "model.with_mask=false"],
+    "fpd_pt": ["distill.schedule=fpd", "distill.fpd_teacher=pt", "distill.binarize_mode=none",
+               "model.with_mask=false"],
+    "fpd_st": ["distill.schedule=fpd", "distill.fpd_teacher=st", "distill.binarize_mode=none",
+               "model.with_mask=false"],
+    "pt_only": ["distill.schedule=pt_only", "model.with_mask=false"],
+    "st_only": ["distill.schedule=st_only"],
+    "simultaneous": ["distill.schedule=simultaneous"],
+    "reverse": ["distill.schedule=reverse"],
+    "odkd": ["distill.schedule=orderly"],
+    "odkd_no_bin": ["distill.schedule=orderly", "distill.binarize_mode=none"],
+    "odkd_no_seg": ["distill.schedule=orderly", "distill.seg_weight=0", "model.with_mask=false"],
+}
+TEACHER_METHODS = ("teacher_pt", "teacher_st")
+METRIC_KEYS = ["AP", "AP50", "AP75", "APm", "APl", "AR"]
+CSV_COLUMNS = ["method", "student", "split", "seed", "params", "gflops", *METRIC_KEYS,
+               "train_s"]
+
+
+@dataclass
+class SynthSpec:
+    root: str = "data/synthpose"
+    size: list = field(default_factory=lambda: [256, 256])
+    seed: int = 0
+    train: int = 2000
+    val: int = 300
+    occluded: int = 300
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    out: str = "runs/experiment"
+    synth: SynthSpec | None = None           # generate SynthPose splits first (None: bring data)
+    splits: dict = field(default_factory=dict)  # name -> {ann, images}; default: synth val/occluded
+    base: dict = field(default_factory=dict)     # Config shared by every run
+    pt: list = field(default_factory=lambda: ["model.name=hrnet_w32", "model.with_mask=false"])
+    st: list = field(default_factory=lambda: ["model.name=hrnet_w48", "model.with_mask=true"])
+    teacher_seed: int = 0
+    student: list = field(default_factory=list)  # overrides for every student run
+    students: list = field(default_factory=lambda: ["hrnet_w16"])
+    methods: list = field(default_factory=lambda: ["scratch", "fpd_pt", "odkd"])
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+
+
+def load_experiment(path: str, overrides: list[str] = ()) -> ExperimentConfig:
+    path = resolve_config_path(path)
+    data = load_yaml(path)
+    from odkd.config import _deep_set, parse_override
+    for ov in overrides:
+        keys, value = parse_override(ov)
+        _deep_set(data, keys, value)
+    try:
+        exp = _build(ExperimentConfig, data, "")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    unknown = [m for m in exp.methods if m not in METHODS and m not in TEACHER_METHODS]
+    if unknown:
+        raise ConfigError(f"{path}: methods {unknown} unknown; choose from {sorted(METHODS)}")
+    load_config(None, base=exp.base)  # validate the shared config early
+    return exp
+
+
+def _splits(exp: ExperimentConfig) -> dict:
+    if exp.splits:
+        return exp.splits
+    if exp.synth is None:
+        raise ConfigError("experiment: give `splits` or a `synth` section")
+    r = exp.synth.root
+    return {s: {"ann": os.path.join(r, "annotations", f"person_keypoints_{s}.json"),
+                "images": os.path.join(r, s)} for s in ("val", "occluded")}
+
+
+def prepare_data(exp: ExperimentConfig, log=print) -> None:
+    """Generate the SynthPose splits unless an identical set already exists."""
+    if exp.synth is None:
+        return
+    from odkd.synth import generate_split
+
+    s = exp.synth
+    for split, n in (("train", s.train), ("val", s.val), ("occluded", s.occluded)):
+        ann = os.path.join(s.root, "annotations", f"person_keypoints_{split}.json")
+        stamp = os.path.join(s.root, f".{split}.spec.json")
+        spec = {"n": n, "seed": s.seed, "size": list(s.size)}
+        if os.path.exists(ann) and os.path.exists(stamp) and json.load(open(stamp)) == spec:
+            log(f"[odkd] SynthPose {split}: cached ({n} images in {s.root})")
+            continue
+        t0 = time.time()
+        generate_split(s.root, split, n, s.seed, size=tuple(s.size))
+        atomic_write_text(stamp, json.dumps(spec))
+        log(f"[odkd] SynthPose {split}: {n} images in {time.time() - t0:.1f}s")
+
+
+def _run_config(exp: ExperimentConfig, overrides: list[str], workdir: str) -> Config:
+    r = exp.synth.root if exp.synth else ""
+    base = dict(exp.base)
+    if exp.synth is not None:
+        data = dict(base.get("data", {}))
+        data.setdefault("train_ann", os.path.join(r, "annotations", "person_keypoints_train.json"))
+        data.setdefault("train_images", os.path.join(r, "train"))
+        data.setdefault("val_ann", os.path.join(r, "annotations", "person_keypoints_val.json"))
+        data.setdefault("val_images", os.path.join(r, "val"))
+        base["data"] = data
+    return load_config(None, list(overrides) + [f"workdir={workdir}"], base=base)
+
+
+def _done(workdir: str) -> dict | None:
+    p = os.path.join(workdir, "done.json")
+    return json.load(open(p)) if os.path.exists(p) else None
+
+
+def _train_once(cfg: Config, distill: bool, log) -> dict:
+    """Train (or resume, or skip when done) one run; returns its done.json content."""
+    done = _done(cfg.workdir)
+    if done:
+        return done
+    from odkd.engine.distill import distill as run_distill
+    from odkd.engine.train import train
+
+    resume = os.path.exists(os.path.join(cfg.workdir, "last.pt"))
+    t0 = time.time()
+    fn = run_distill if distill else train
+    out = fn(cfg, resume=resume, progress=True)
+    done = {"best": out["best"], "train_s": round(time.time() - t0, 1),
+            "resumed": resume}
+    atomic_write_text(os.path.join(cfg.workdir, "done.json"), json.dumps(done))
+    return done
+
+
+def _evaluate(cfg: Config, ckpt: str, splits: dict, workdir: str) -> dict:
+    """Evaluate a checkpoint on every split (cached in WORKDIR/eval_<split>/metrics.json)."""
+    import torch
+
+    from odkd.engine.evaluate import build_eval_records, run_evaluation
+    from odkd.models.checkpoint import build_from_checkpoint
+    from odkd.utils import pick_device
+
+    out = {}
+    model = None
+    for split, spec in splits.items():
+        d = os.path.join(workdir, f"eval_{split}")
+        mpath = os.path.join(d, "metrics.json")
+        if os.path.exists(mpath):
+            out[split] = json.load(open(mpath))
+            continue
+        if model is None:
+            device = pick_device(cfg.train.device)
+            model = build_from_checkpoint(ckpt).to(device).eval()
+        coco, records = build_eval_records(cfg, spec["ann"], spec["images"], "gt")
+        with torch.inference_mode():
+            out[split] = run_evaluation(cfg, model, coco, records, device, out_dir=d,
+                                        desc=f"eval {split}")
+    return out
+
+
+def _complexity(cfg: Config) -> tuple[int, float]:
+    from odkd.models import build_model
+    from odkd.models.complexity import complexity
+
+    c = complexity(build_model(cfg.model.name, cfg.model.num_joints, False),
+                   tuple(cfg.data.input_size))
+    return int(c["params"]), float(c["gflops"])
+
+
+def run_experiment(exp: ExperimentConfig, log=print) -> dict:
+    t_start = time.time()
+    os.makedirs(exp.out, exist_ok=True)
+    prepare_data(exp, log)
+    splits = _splits(exp)
+    rows: list[dict] = []
+
+    # Teachers: trained once, cached under a hash of everything that defines them.
+    teacher_ckpt = {}
+    for name, ovs in (("pt", exp.pt), ("st", exp.st)):
+        probe = _run_config(exp, list(ovs) + [f"train.seed={exp.teacher_seed}",
+                                              "distill.schedule=none"], "x")
+        wd = os.path.join(exp.out, "teachers", f"{name}-{probe.hash('data', 'model', 'train')}")
+        cfg = _run_config(exp, list(ovs) + [f"train.seed={exp.teacher_seed}",
+                                            "distill.schedule=none"], wd)
+        log(f"[odkd] teacher {name.upper()} ({cfg.model.name}"
+            f"{' + mask' if cfg.model.with_mask else ''}) -> {wd}")
+        done = _train_once(cfg, distill=False, log=log)
+        teacher_ckpt[name] = done["best"]
+        metrics = _evaluate(cfg, done["best"], splits, wd)
+        params, gflops = _complexity(cfg)
+        for split, m in metrics.items():
+            rows.append({"method": f"teacher_{name}", "student": cfg.model.name,
+                         "split": split, "seed": exp.teacher_seed, "params": params,
+                         "gflops": round(gflops, 3), **{k: m[k] for k in METRIC_KEYS},
+                         "train_s": done["train_s"]})
+
+    runs = [(m, s, seed) for s in exp.students for m in exp.methods if m in METHODS
+            for seed in exp.seeds]
+    for i, (method, student, seed) in enumerate(runs):
+        wd = os.path.join(exp.out, "runs", f"{method}-{student}-s{seed}")
+        ovs = [f"model.name={student}", *exp.student, *METHODS[method], f"train.seed={seed}",
+               f"distill.pt.checkpoint={teacher_ckpt['pt']}",
+               f"distill.st.checkpoint={teacher_ckpt['st']}"]
+        cfg = _run_config(exp, ovs, wd)
+        log(f"[odkd] run {i + 1}/{len(runs)}: {method} {student} seed {seed} -> {wd}")
+        done = _train_once(cfg, distill=cfg.distill.schedule != "none", log=log)
+        metrics = _evaluate(cfg, done["best"], splits, wd)
+        params, gflops = _complexity(cfg)
+        for split, m in metrics.items():
+            rows.append({"method": method, "student": student, "split": split, "seed": seed,
+                         "params": params, "gflops": round(gflops, 3),
+                         **{k: m[k] for k in METRIC_KEYS}, "train_s": done["train_s"]})
+        write_results(exp, rows, time.time() - t_start)  # partial tables as we go
+    table = write_results(exp, rows, time.time() - t_start)
+    log(table)
+    log(f"[odkd] results: {os.path.join(exp.out, 'results.csv')}, results.md, ablation.png "
+        f"({(time.time() - t_start) / 60:.1f} min)")
+    return {"rows": rows, "table": table}
+
+
+def _mean_std(vals: list[float]) -> tuple[float, float]:
+    m = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return m, sd
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """One entry per (method, student, split): mean and std over seeds of every metric."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["student"], r["split"]), []).append(r)
+    out = []
+    for (method, student, split), rs in groups.items():
+        e = {"method": method, "student": student, "split": split, "n": len(rs),
+             "params": rs[0]["params"], "gflops": rs[0]["gflops"]}
+        for k in METRIC_KEYS:
+            e[k], e[k + "_std"] = _mean_std([float(r[k]) for r in rs])
+        out.append(e)
+    return out
+
+
+def results_markdown(rows: list[dict], title: str, wall_s: float | None = None) -> str:
+    agg = aggregate(rows)
+    buf = io.StringIO()
+    buf.write(f"### {title}\n\n")
+    for split in dict.fromkeys(e["split"] for e in agg):
+        buf.write(f"**{split}** (mean ± std over seeds)\n\n")
+        buf.write("| method | model | params (M) | GFLOPs | seeds | " + " | ".join(METRIC_KEYS)
+                  + " |\n")
+        buf.write("|---|---|---|---|---|" + "---|" * len(METRIC_KEYS) + "\n")
+        for e in agg:
+            if e["split"] != split:
+                continue
+            cells = [f"{100 * e[k]:.1f} ± {100 * e[k + '_std']:.1f}" if e["n"] > 1
+                     else f"{100 * e[k]:.1f}" for k in METRIC_KEYS]
+            buf.write(f"| {e['method']} | {e['student']} | {e['params'] / 1e6:.2f} | "
+                      f"{e['gflops']:.2f} | {e['n']} | " + " | ".join(cells) + " |\n")
+        buf.write("\n")
+    if wall_s is not None:
+        buf.write(f"Wall time: {wall_s / 60:.1f} min.\n")
+    return buf.getvalue()
+
+
+def plot_ablation(rows: list[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    agg = aggregate(rows)
+    splits = list(dict.fromkeys(e["split"] for e in agg))
+    labels = list(dict.fromkeys(f"{e['method']}\n{e['student']}" for e in agg))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(labels)), 4))
+    width = 0.8 / max(1, len(splits))
+    for j, split in enumerate(splits):
+        xs, ys, es = [], [], []
+        for i, lab in enumerate(labels):
+            for e in agg:
+                if e["split"] == split and f"{e['method']}\n{e['student']}" == lab:
+                    xs.append(i + j * width)
+                    ys.append(100 * e["AP"])
+                    es.append(100 * e["AP_std"])
+        ax.bar(xs, ys, width, yerr=es, capsize=3, label=split)
+    ax.set_xticks([i + width * (len(splits) - 1) / 2 for i in range(len(labels))])
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("AP (%)")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    from odkd.utils import atomic_write_bytes
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_results(exp: ExperimentConfig, rows: list[dict], wall_s: float) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in CSV_COLUMNS})
+    atomic_write_text(os.path.join(exp.out, "results.csv"), buf.getvalue())
+    table = results_markdown(rows, f"odkd experiment `{exp.name}`", wall_s)
+    atomic_write_text(os.path.join(exp.out, "results.md"), table)
+    if rows:
+        plot_ablation(rows, os.path.join(exp.out, "ablation.png"))
+    return table
