@@ -44,6 +44,8 @@ class DataConfig:
     det_score_thr: float = 0.0
     workers: int = 2
     cache_images: bool = False          # decode every image once into RAM (small datasets)
+    device_aug: bool = False            # train: crop/flip/jitter/targets batched on the device
+    device_max_side: int = 0            # device_aug: downscale images larger than this (0 = never)
 
 
 @dataclass
@@ -75,6 +77,10 @@ class TrainConfig:
     max_iters_per_epoch: int = 0        # 0 = full epoch (debug knob)
     threads: int = 0                    # torch intra-op threads on CPU (0 = torch default)
     device: str = "auto"                # auto | cpu | cuda | cuda:N
+    channels_last: bool = True          # NHWC activations on CUDA (ignored on CPU)
+    compile: bool = False               # torch.compile the student (and the teachers)
+    compile_mode: str = "default"       # torch.compile mode; "reduce-overhead" adds CUDA graphs
+    sync_bn: bool = True                # under DDP: BatchNorm statistics over the global batch
 
 
 @dataclass
@@ -182,7 +188,15 @@ def _build(cls, data: dict, where: str):
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    defaults = {f.name: f.default_factory() for f in fields(cls)
+                if f.default_factory is not dataclasses.MISSING}
+    kwargs = {}
+    for k, v in data.items():
+        # A partial mapping for a nested section keeps that section's own defaults
+        # (e.g. distill.st.with_mask=True) rather than the nested class's bare defaults.
+        if is_dataclass(defaults.get(k)) and isinstance(v, dict):
+            v = _merge(dataclasses.asdict(defaults[k]), v)
+        kwargs[k] = _coerce(v, hints[k], f"{where}.{k}" if where else k)
     return cls(**kwargs)
 
 

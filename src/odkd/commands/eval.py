@@ -25,6 +25,9 @@ def register(sub) -> None:
                    help="decode heatmaps encoded from the ground truth (no checkpoint needed)")
     p.add_argument("--out", help="folder for results.json and metrics.json")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
+                   help="run --checkpoint with PyTorch or onnxruntime (an `odkd export` ONNX "
+                        "file); default: onnxruntime for .onnx files, torch otherwise")
     p.set_defaults(func=run)
 
 
@@ -37,12 +40,25 @@ def run(args) -> int:
 
     overrides = list(args.overrides)
     base = None
-    if args.checkpoint and not args.config:
+    ort_model = None
+    if args.checkpoint and not args.oracle:
+        from odkd.deploy.spec import resolve_backend
+
+        if resolve_backend(args.checkpoint, args.backend) == "onnxruntime":
+            from odkd.deploy.ort_model import OrtPoseModel
+
+            ort_model = OrtPoseModel(args.checkpoint, device=args.device or "cpu")
+    if ort_model is not None:
+        # Settings, input size and flip pairs come from the export's metadata.
+        cfg = ort_model.spec.eval_config(args.config, overrides)
+        cfg.train.amp = "none"
+    elif args.checkpoint and not args.config:
         ck = read_checkpoint(args.checkpoint)
         if isinstance(ck, dict) and ck.get("format") == "odkd" and "config" in ck:
             base = ck["config"]
             base.pop("distill", None)  # teachers are irrelevant to evaluation
-    cfg = load_config(args.config, overrides, base=base)
+    if ort_model is None:
+        cfg = load_config(args.config, overrides, base=base)
     if args.no_flip:
         cfg.eval.flip_test = False
     if args.device:
@@ -58,7 +74,9 @@ def run(args) -> int:
 
     device = pick_device(cfg.train.device)
     model = None
-    if not args.oracle:
+    if ort_model is not None:
+        model, device = ort_model, pick_device("cpu")  # onnxruntime takes numpy (CPU) inputs
+    elif not args.oracle:
         model = build_from_checkpoint(args.checkpoint, name=args.model or None,
                                       num_joints=None, with_mask=None)
         model.to(device).eval()

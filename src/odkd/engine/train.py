@@ -5,6 +5,14 @@ One loop, one "objective": ``SupervisedObjective`` (ground truth only) or
 ``needed_teachers(epoch)`` and ``__call__(student_out, gt, teacher_out, epoch)``.
 Checkpoints are written atomically after every epoch; ``resume=True`` continues from
 ``last.pt`` exactly: data order and augmentation are functions of (seed, epoch, index).
+
+Speed knobs (see README, performance): ``data.device_aug`` (crop, flip, colour jitter and
+targets batched on the device, :mod:`odkd.data.device_aug`), ``train.amp=bf16``,
+``train.channels_last`` (CUDA), ``train.compile`` (student and teachers; ``compile_mode:
+reduce-overhead`` adds CUDA graphs), fused Adam/AdamW on CUDA. Under ``torchrun`` the model is
+wrapped in DDP; ``train.batch_size`` is the *global* batch and rank ``r`` trains on the ``r``-th
+slice of every global batch, so N processes see the same batches as one process
+(:class:`GlobalBatchSampler`); BatchNorm is synchronised (``train.sync_bn``).
 """
 from __future__ import annotations
 
@@ -15,7 +23,7 @@ from contextlib import nullcontext
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from odkd.config import Config, ConfigError, save_config
@@ -94,6 +102,94 @@ class EpochSampler(torch.utils.data.Sampler):
         return self.n
 
 
+class GlobalBatchSampler(torch.utils.data.Sampler):
+    """Rank ``rank``'s share of the (seed, epoch) permutation of :class:`EpochSampler`.
+
+    The permutation is cut into global batches of ``per_rank * world`` samples (an incomplete
+    last one is dropped) and rank ``r`` gets slice ``[r * per_rank, (r + 1) * per_rank)`` of
+    each, so the union of the ranks' step-``i`` batches is exactly the single-process batch
+    ``i`` (torch's DistributedSampler interleaves ranks instead, which changes the batches).
+    """
+
+    def __init__(self, n: int, seed: int, per_rank: int, rank: int, world: int):
+        self.base = EpochSampler(n, seed)
+        self.per_rank, self.rank, self.world = per_rank, rank, world
+        self.num_batches = n // (per_rank * world)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def __iter__(self):
+        order = list(self.base)
+        g = self.per_rank * self.world
+        for b in range(self.num_batches):
+            start = b * g + self.rank * self.per_rank
+            yield from order[start:start + self.per_rank]
+
+    def __len__(self) -> int:
+        return self.num_batches * self.per_rank
+
+
+def use_channels_last(cfg: Config, device: torch.device) -> bool:
+    # CPU convolutions (oneDNN) gain nothing from NHWC for these models; CUDA tensor cores do.
+    return bool(cfg.train.channels_last) and device.type == "cuda"
+
+
+def maybe_compile(module, cfg: Config):
+    """``torch.compile`` when ``train.compile`` (the module's parameters are shared)."""
+    if not cfg.train.compile:
+        return module
+    return torch.compile(module, mode=None if cfg.train.compile_mode in ("", "default")
+                         else cfg.train.compile_mode)
+
+
+def build_train_loader(cfg: Config, train_set, rank: int, world: int, device: torch.device):
+    """(loader, sampler, device_aug or None) for ``train_set`` (a training TopDownDataset)."""
+    if cfg.train.batch_size % world:
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} is the global batch and "
+                          f"must be divisible by the number of processes ({world})")
+    per_rank_bs = cfg.train.batch_size // world
+    if world > 1:
+        if len(train_set) < cfg.train.batch_size:
+            raise ConfigError(f"{cfg.data.train_ann}: {len(train_set)} training persons, fewer "
+                              f"than one global batch (train.batch_size "
+                              f"{cfg.train.batch_size}) for {world} processes")
+        sampler = GlobalBatchSampler(len(train_set), cfg.train.seed, per_rank_bs, rank, world)
+    else:
+        sampler = EpochSampler(len(train_set), cfg.train.seed)
+    dataset, collate, dev_aug = train_set, None, None
+    if cfg.data.device_aug:
+        from odkd.data.device_aug import DecodedDataset, DeviceAugment, collate_decoded
+
+        dataset = DecodedDataset(train_set, cfg.data.device_max_side)
+        collate = collate_decoded
+        dev_aug = DeviceAugment.for_dataset(dataset, device)
+    loader = DataLoader(dataset, batch_size=per_rank_bs, sampler=sampler,
+                        num_workers=cfg.data.workers, drop_last=len(train_set) >= per_rank_bs,
+                        pin_memory=device.type == "cuda", collate_fn=collate,
+                        # not persistent: workers must see set_epoch() of each new epoch
+                        persistent_workers=False)
+    return loader, sampler, dev_aug
+
+
+GT_KEYS = ("heatmap", "target_weight", "mask", "mask_weight")
+
+
+def prepare_batch(batch: dict, device: torch.device, dev_aug=None, channels_last: bool = False
+                  ) -> tuple[torch.Tensor, dict]:
+    """(images, gt) on ``device`` from a loader batch (CPU samples or decoded canvases)."""
+    if dev_aug is not None:
+        batch = dev_aug(batch)
+        images = batch["image"]
+        gt = {k: batch[k] for k in GT_KEYS}
+    else:
+        images = batch["image"].to(device, non_blocking=True)
+        gt = {k: batch[k].to(device, non_blocking=True) for k in GT_KEYS}
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, gt
+
+
 def _check_data(cfg: Config) -> None:
     for key in ("train_ann", "train_images", "val_ann", "val_images"):
         if not getattr(cfg.data, key):
@@ -137,17 +233,8 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
         print(f"[odkd] val:   {val_set.summary}")
     if len(train_set) == 0:
         raise ConfigError(f"{cfg.data.train_ann}: no usable training persons")
-    if world > 1:
-        sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
-                                     seed=cfg.train.seed, drop_last=True)
-    else:
-        sampler = EpochSampler(len(train_set), cfg.train.seed)
-    per_rank_bs = max(1, cfg.train.batch_size // world)
-    loader = DataLoader(train_set, batch_size=per_rank_bs, sampler=sampler,
-                        num_workers=cfg.data.workers, drop_last=len(train_set) >= per_rank_bs,
-                        pin_memory=device.type == "cuda",
-                        # not persistent: workers must see set_epoch() of each new epoch
-                        persistent_workers=False)
+    loader, sampler, dev_aug = build_train_loader(cfg, train_set, rank, world, device)
+    channels_last = use_channels_last(cfg, device)
 
     model = build_model(cfg.model.name, cfg.model.num_joints, cfg.model.with_mask)
     if cfg.model.init and not resume:
@@ -157,11 +244,19 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
         if main:
             print(f"[odkd] initialised from {cfg.model.init} ({fmt})")
     model.to(device)
-    if device.type == "cuda":
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if world > 1 and cfg.train.sync_bn:
+        # Same parameter and buffer tensors, so the optimizer and checkpoints are unaffected.
+        model = odist.convert_sync_batchnorm(model, device)
     optimizer = build_optimizer(cfg, model.parameters(), device)
     objective = objective or SupervisedObjective(cfg.train.mask_loss_weight)
-    teachers = teachers or {}
+    teachers = dict(teachers or {})
+    for name, t in teachers.items():
+        if t is not None:
+            if channels_last:
+                t.to(memory_format=torch.channels_last)
+            teachers[name] = maybe_compile(t, cfg)
 
     start_epoch, best_ap, it_global = 0, -1.0, 0
     if resume:
@@ -175,6 +270,7 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
             print(f"[odkd] resumed from {last_path} at epoch {start_epoch}")
     net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
+    fwd = maybe_compile(net, cfg)  # training forward; evaluation runs the plain ``model``
 
     writer = None
     if main:
@@ -202,13 +298,9 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
             lr = lr_at(cfg, epoch, it_global)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            images = batch["image"].to(device, non_blocking=True)
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
-            gt = {k: batch[k].to(device, non_blocking=True)
-                  for k in ("heatmap", "target_weight", "mask", "mask_weight")}
+            images, gt = prepare_batch(batch, device, dev_aug, channels_last)
             with autocast_ctx(cfg, device):
-                out = net(images)
+                out = fwd(images)
             t_out = {name: teachers[name](images) for name in needed if teachers.get(name)}
             loss, logs = objective(out, gt, t_out, epoch)
             if not torch.isfinite(loss):
@@ -269,4 +361,5 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
         shutil.copyfile(last_path, best_path)
     if main and metrics:
         print(format_metrics(metrics))
+    best_ap = odist.broadcast_object(best_ap)  # only rank 0 tracks it; every rank returns it
     return {"best_ap": best_ap, "last": last_path, "best": best_path, "metrics": metrics}

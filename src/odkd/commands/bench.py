@@ -1,0 +1,92 @@
+"""``odkd bench infer --checkpoint CKPT | --model M [--input-size W H] [--threads 1 2]`` and
+``odkd bench train ...`` (implemented in :mod:`odkd.engine.bench_train`)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+TRAIN_MODULE = "odkd.engine.bench_train"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="speed benchmarks (inference, training)",
+                       description="Speed benchmarks; each prints one JSON object on stdout.")
+    modes = p.add_subparsers(dest="mode", required=True, metavar="MODE")
+
+    inf = modes.add_parser(
+        "infer", help="params, GFLOPs, latency (batch 1) and throughput (batch 32)",
+        description="Params, GFLOPs, per-crop latency at batch 1 and throughput at batch 32 for "
+                    "PyTorch eager and onnxruntime on the CPU, per thread count. Prints one "
+                    "JSON object on stdout (progress on stderr).")
+    inf.add_argument("--checkpoint", help="checkpoint to benchmark (its weights do not change "
+                     "the timings; its config gives the input size)")
+    inf.add_argument("--model", default=None,
+                     help="architecture: alone, benchmark it with random weights (e.g. "
+                          "hrnet_w32); with a foreign --checkpoint, the architecture it holds")
+    inf.add_argument("--input-size", nargs=2, type=int, metavar=("W", "H"), default=None,
+                     help="crop size (default: checkpoint config, else 192 256)")
+    inf.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts")
+    inf.add_argument("--backends", nargs="+", choices=["torch", "onnxruntime"],
+                     default=["torch", "onnxruntime"])
+    inf.add_argument("--batch", type=int, default=32, help="throughput batch size")
+    inf.add_argument("--warmup", type=int, default=1)
+    inf.add_argument("--iters", type=int, default=10, help="timed runs at batch 1")
+    inf.add_argument("--batch-iters", type=int, default=2, help="timed runs at --batch")
+    inf.add_argument("--markdown", action="store_true",
+                     help="also print a README table row on stderr")
+    inf.set_defaults(func=run_infer)
+
+    # `train` options belong to odkd.engine.bench_train and are parsed there, so building the
+    # CLI never imports it (nor torch). A prefix char '-' is not given to this parser, so every
+    # token (options included) lands in `rest` untouched.
+    tr = modes.add_parser("train", add_help=False, prefix_chars="\x01",
+                          help="training throughput (see `odkd bench train --help`)")
+    tr.add_argument("rest", nargs="*")
+    tr.set_defaults(func=run_train)
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    from odkd.deploy.bench import bench_infer, markdown_row
+    from odkd.errors import OdkdError
+
+    if args.checkpoint:
+        from odkd.deploy.spec import load_torch_model
+
+        model, spec = load_torch_model(args.checkpoint, name=args.model,
+                                       input_size=args.input_size)
+    elif args.model:
+        from odkd.deploy.spec import spec_for_model
+        from odkd.models import build_model
+
+        model = build_model(args.model).eval()
+        spec = spec_for_model(model, input_size=args.input_size)
+    else:
+        raise OdkdError("give --checkpoint CKPT or --model NAME (random weights)")
+    if args.batch < 1 or args.iters < 1 or args.batch_iters < 1 or args.warmup < 0:
+        raise OdkdError("--batch, --iters and --batch-iters must be >= 1, --warmup >= 0")
+    report = bench_infer(model, spec, threads=args.threads, backends=args.backends,
+                         batch_sizes=(1, args.batch), warmup=args.warmup, iters=args.iters,
+                         batch_iters=args.batch_iters,
+                         log=lambda s: print(f"[odkd] {s}", file=sys.stderr, flush=True))
+    if args.markdown:
+        print(markdown_row(report), file=sys.stderr)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from odkd.errors import OdkdError
+
+    try:
+        mod = importlib.import_module(TRAIN_MODULE)
+    except ModuleNotFoundError as e:
+        if e.name != TRAIN_MODULE:
+            raise
+        raise OdkdError(f"`odkd bench train` is not available in this build ({TRAIN_MODULE} "
+                        "is missing); `odkd bench infer` works") from None
+    parser = argparse.ArgumentParser(prog="odkd bench train",
+                                     description=(mod.__doc__ or "").strip().split("\n")[0])
+    mod.add_arguments(parser)
+    return int(mod.run(parser.parse_args(args.rest)) or 0)

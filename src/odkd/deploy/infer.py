@@ -1,0 +1,396 @@
+"""Top-down inference on images, folders and videos: person boxes -> crops -> model -> decoded
+keypoints (+ masks) -> overlays (PNG per image, MP4 per video) and a COCO results json.
+
+Crops, the flip test, decoding, rescoring and OKS-NMS are the ones evaluation uses
+(TopDownDataset geometry, ``flip_back``, ``decode_heatmaps``, ``rescore_and_nms``), so a model
+gives the same keypoints here as in ``odkd eval`` for the same boxes, on either backend.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from odkd.data.coco import _clip_box as clip_box  # same clipping as eval's detections
+from odkd.data.dataset import IMAGENET_MEAN, IMAGENET_STD, read_image
+from odkd.data.geometry import box_to_center_scale, get_affine_transform
+from odkd.deploy.spec import PoseSpec
+from odkd.deploy.visualize import draw_pose, paste_mask, write_image
+from odkd.errors import DataError, OdkdError
+from odkd.eval.coco_eval import rescore_and_nms
+from odkd.eval.decode import decode_heatmaps, flip_back
+from odkd.utils import atomic_write_text
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+# ------------------------------------------------------------------------------------ predictor
+
+@dataclass
+class Instances:
+    """Predictions for the boxes of one image."""
+
+    keypoints: np.ndarray           # (M, K, 3) image x, y, heatmap maximum
+    boxes: np.ndarray               # (M, 4) COCO [x, y, w, h]
+    box_scores: np.ndarray          # (M,)
+    centers: np.ndarray             # (M, 2) crop geometry (image pixels)
+    scales: np.ndarray              # (M, 2)
+    masks: np.ndarray | None        # (M, h, w) mask probabilities at heatmap resolution
+
+
+class TopDownPredictor:
+    """Runs a pose model (torch module or OrtPoseModel) on person boxes, in batches."""
+
+    def __init__(self, model, spec: PoseSpec, device: torch.device, batch_size: int = 32,
+                 flip_test: bool = True, shift_heatmap: bool = True, decode: str = "quarter",
+                 padding: float = 1.25) -> None:
+        if batch_size < 1:
+            raise OdkdError(f"batch size must be >= 1, got {batch_size}")
+        self.model, self.spec, self.device = model, spec, device
+        self.batch_size = batch_size
+        self.flip_test, self.shift_heatmap, self.decode = flip_test, shift_heatmap, decode
+        self.padding = padding
+        self.input_size = tuple(spec.input_size)
+        self.aspect_ratio = self.input_size[0] / self.input_size[1]
+
+    def crop(self, image: np.ndarray, box) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(normalised CHW crop, center, scale): the evaluation crop of TopDownDataset."""
+        center, scale = box_to_center_scale(box, self.aspect_ratio, self.padding)
+        mat = get_affine_transform(center, scale, 0.0, self.input_size)
+        crop = cv2.warpAffine(image, mat, self.input_size, flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        img = (crop.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        return np.ascontiguousarray(img.transpose(2, 0, 1)), center, scale
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(heatmaps, mask logits or None) on the CPU, flip-averaged like
+        ``engine.evaluate.predict_heatmaps`` (written out here to keep the mask as well)."""
+        out = self.model(images)
+        heat = out["heatmaps"].float()
+        mask = out["mask"].float() if "mask" in out else None
+        if self.flip_test:
+            fout = self.model(torch.flip(images, dims=[3]))
+            stride = self.spec.heatmap_stride
+            heat = 0.5 * (heat + flip_back(fout["heatmaps"].float(), self.spec.flip_pairs,
+                                           shift=self.shift_heatmap, stride=stride))
+            if mask is not None:
+                mask = 0.5 * (mask + flip_back(fout["mask"].float(), [],
+                                               shift=self.shift_heatmap, stride=stride))
+        return heat.cpu(), (mask.cpu() if mask is not None else None)
+
+    def predict(self, items: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[Instances]:
+        """``items``: (RGB image, boxes (M, 4), box scores (M,)) per image; crops of all images
+        are batched together."""
+        crops, centers, scales, owner = [], [], [], []
+        for n, (image, boxes, _) in enumerate(items):
+            for box in boxes:
+                c, ctr, scl = self.crop(image, box)
+                crops.append(c)
+                centers.append(ctr)
+                scales.append(scl)
+                owner.append(n)
+        k = self.spec.num_joints
+        kpts = np.zeros((0, k, 3), np.float32)
+        masks = None
+        if crops:
+            heats, mask_parts = [], []
+            for s in range(0, len(crops), self.batch_size):
+                batch = torch.from_numpy(np.stack(crops[s:s + self.batch_size])).to(self.device)
+                heat, mask = self.forward(batch)
+                heats.append(heat)
+                if mask is not None:
+                    mask_parts.append(torch.sigmoid(mask[:, 0]))
+            heat = torch.cat(heats).numpy()
+            preds, maxvals = decode_heatmaps(heat, np.stack(centers), np.stack(scales),
+                                             method=self.decode)
+            kpts = np.concatenate([preds, maxvals[..., None]], axis=2)
+            masks = torch.cat(mask_parts).numpy() if mask_parts else None
+        owner_arr = np.asarray(owner, dtype=np.int64)
+        out = []
+        for n, (_, boxes, scores) in enumerate(items):
+            sel = np.nonzero(owner_arr == n)[0]
+            out.append(Instances(
+                keypoints=kpts[sel], boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+                box_scores=np.asarray(scores, np.float32).reshape(-1),
+                centers=np.stack(centers)[sel] if len(sel) else np.zeros((0, 2), np.float32),
+                scales=np.stack(scales)[sel] if len(sel) else np.zeros((0, 2), np.float32),
+                masks=masks[sel] if masks is not None else None))
+        return out
+
+
+# --------------------------------------------------------------------------------------- inputs
+
+@dataclass
+class Frame:
+    image: np.ndarray       # RGB uint8
+    name: str               # source file name (images) or "<video>#<index>"
+    image_id: int
+    index: int
+
+
+def list_images(folder: str) -> list[str]:
+    files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTS))
+    if not files:
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_EXTS)}) in this folder")
+    return [os.path.join(folder, f) for f in files]
+
+
+def image_ids_from_ann(ann_file: str) -> dict[str, int]:
+    """basename(file_name) -> image id from a COCO json's ``images``."""
+    try:
+        with open(ann_file) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{ann_file}: annotation file not found") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{ann_file}: not valid JSON ({e})") from None
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list):
+        raise DataError(f"{ann_file}: field 'images' missing or not a list")
+    out = {}
+    for i, im in enumerate(images):
+        if not (isinstance(im, dict) and isinstance(im.get("id"), int)
+                and isinstance(im.get("file_name"), str)):
+            raise DataError(f"{ann_file}: images[{i}] needs an integer 'id' and a 'file_name'")
+        out[os.path.basename(im["file_name"])] = im["id"]
+    return out
+
+
+def assign_image_ids(paths: list[str], ann_file: str | None) -> list[int]:
+    """Image ids: from ``ann_file`` when given, else the numeric file stem (COCO's
+    ``000000000785.jpg`` -> 785), else the position in the sorted list."""
+    if ann_file:
+        table = image_ids_from_ann(ann_file)
+        missing = [os.path.basename(p) for p in paths if os.path.basename(p) not in table]
+        if missing:
+            raise DataError(f"{ann_file}: field images[].file_name lists no {missing[0]!r}"
+                            f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}")
+        return [table[os.path.basename(p)] for p in paths]
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    if all(s.isdigit() for s in stems) and len(set(map(int, stems))) == len(stems):
+        return [int(s) for s in stems]
+    return list(range(len(paths)))
+
+
+class InputSource:
+    """An image, a folder of images or a video, iterated as :class:`Frame` s."""
+
+    def __init__(self, path: str, ann_file: str | None = None, max_frames: int = 0) -> None:
+        self.path = path
+        self.max_frames = max_frames
+        self.fps = 0.0
+        if os.path.isdir(path):
+            self.kind = "images"
+            self.files = list_images(path)
+        elif not os.path.isfile(path):
+            raise DataError(f"--input: {path} does not exist")
+        elif path.lower().endswith(IMAGE_EXTS):
+            self.kind, self.files = "images", [path]
+        elif path.lower().endswith(VIDEO_EXTS):
+            self.kind, self.files = "video", []
+        else:
+            raise DataError(f"--input: {path}: unknown file type; expected an image "
+                            f"({', '.join(IMAGE_EXTS)}), a video ({', '.join(VIDEO_EXTS)}) or "
+                            "a folder")
+        if self.kind == "images":
+            if max_frames:
+                self.files = self.files[:max_frames]
+            self.ids = assign_image_ids(self.files, ann_file)
+            self.total = len(self.files)
+        else:
+            cap = cv2.VideoCapture(path)
+            if not cap.isOpened():
+                raise DataError(f"{path}: OpenCV cannot open this video")
+            self.fps = float(cap.get(cv2.CAP_PROP_FPS)) or 25.0
+            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            cap.release()
+            self.total = min(n, max_frames) if max_frames and n > 0 else (max_frames or n)
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self.kind == "images":
+            for i, (p, img_id) in enumerate(zip(self.files, self.ids)):
+                yield Frame(read_image(p), os.path.basename(p), img_id, i)
+            return
+        cap = cv2.VideoCapture(self.path)
+        try:
+            i = 0
+            while not self.max_frames or i < self.max_frames:
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                # Video frames are numbered from 0; they are the image ids of the results json.
+                yield Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
+                            f"{os.path.basename(self.path)}#{i}", i, i)
+                i += 1
+        finally:
+            cap.release()
+
+
+def load_boxes(path: str, score_thr: float = 0.0, category_id: int = 1
+               ) -> dict[int, list[tuple[list[float], float]]]:
+    """image id -> [(COCO box, score), ...] from a COCO detection results json."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"--boxes: detection file not found: {path} (or use 'full')") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a list of detections (COCO results format)")
+    out: dict[int, list[tuple[list[float], float]]] = {}
+    for i, det in enumerate(data):
+        where = f"{path}: detection {i}"
+        if not isinstance(det, dict):
+            raise DataError(f"{where}: expected an object")
+        img_id, score, box = det.get("image_id"), det.get("score", 1.0), det.get("bbox")
+        if not isinstance(img_id, int) or isinstance(img_id, bool):
+            raise DataError(f"{where} field image_id: expected an integer, got {img_id!r}")
+        if not isinstance(score, (int, float)) or isinstance(score, bool):
+            raise DataError(f"{where} field score: expected a number, got {score!r}")
+        if not (isinstance(box, list) and len(box) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
+            raise DataError(f"{where} field bbox: expected [x, y, w, h], got {box!r}")
+        if det.get("category_id", category_id) != category_id or score < score_thr:
+            continue
+        out.setdefault(img_id, []).append(([float(v) for v in box], float(score)))
+    return out
+
+
+# ------------------------------------------------------------------------------------- pipeline
+
+@dataclass
+class InferOptions:
+    boxes: str = "full"             # "full" or a COCO detection results json
+    ann: str | None = None          # COCO json mapping file names to image ids
+    det_thr: float = 0.0
+    kpt_thr: float = 0.2            # drawing threshold on keypoint scores
+    draw_masks: bool = True
+    oks_nms_thr: float = 0.9
+    in_vis_thr: float = 0.2
+    rescore: bool = True
+    max_frames: int = 0
+    progress: bool = True
+
+
+def _select_kept(inst: Instances, results: list[dict]) -> list[int]:
+    """Indices of ``inst`` that survived rescore_and_nms (it returns dicts, not indices; the
+    keypoints are copied verbatim, so they identify the instance exactly)."""
+    index = {tuple(np.asarray(inst.keypoints[i], np.float64).ravel().tolist()): i
+             for i in range(len(inst.keypoints))}
+    return [index[tuple(r["keypoints"])] for r in results]
+
+
+def run_inference(predictor: TopDownPredictor, input_path: str, out_dir: str,
+                  opts: InferOptions = InferOptions()) -> dict:
+    """Run on every frame of ``input_path``; write overlays and ``results.json`` to ``out_dir``.
+
+    Returns ``{"frames", "instances", "results", "overlays"}`` (paths written).
+    """
+    spec = predictor.spec
+    source = InputSource(input_path, opts.ann, opts.max_frames)
+    dets = None if opts.boxes == "full" else load_boxes(opts.boxes, opts.det_thr)
+    if dets is not None and source.kind == "images" and not opts.ann:
+        stems = [os.path.splitext(os.path.basename(p))[0] for p in source.files]
+        if not all(s.isdigit() for s in stems):
+            raise DataError(f"--boxes {opts.boxes}: detections are keyed by image_id; image names "
+                            "are not numeric, so pass --ann COCO.json to map file names to ids")
+    os.makedirs(out_dir, exist_ok=True)
+    k = spec.num_joints
+    # OKS needs per-joint sigmas, which exist for COCO-17 only; other layouts skip NMS
+    # (threshold 1 keeps every instance) with placeholder sigmas.
+    sigmas = None if k == 17 else np.full(k, 0.1)
+    nms_thr = opts.oks_nms_thr if k == 17 else 1.0
+
+    results: list[dict] = []
+    overlays: list[str] = []
+    writer = None
+    video_path = ""
+    n_frames = n_inst = 0
+    used_names: set[str] = set()
+
+    def emit(frame: Frame, inst: Instances) -> None:
+        nonlocal writer, video_path, n_frames, n_inst
+        frame_results: list[dict] = []
+        if len(inst.keypoints):
+            frame_results = rescore_and_nms(
+                inst.keypoints, inst.box_scores, inst.scales[:, 0] * inst.scales[:, 1],
+                np.full(len(inst.keypoints), frame.image_id), oks_thr=nms_thr,
+                in_vis_thr=opts.in_vis_thr, rescore=opts.rescore, sigmas=sigmas)
+        keep = _select_kept(inst, frame_results)
+        results.extend(frame_results)
+        n_frames += 1
+        n_inst += len(keep)
+        h, w = frame.image.shape[:2]
+        masks = None
+        if opts.draw_masks and inst.masks is not None and keep:
+            masks = np.stack([paste_mask(inst.masks[i], inst.centers[i], inst.scales[i], (w, h))
+                              for i in keep])
+        canvas = draw_pose(frame.image, inst.keypoints[keep], spec.skeleton,
+                           spec.keypoint_names, kpt_thr=opts.kpt_thr, masks=masks,
+                           boxes=inst.boxes[keep] if opts.boxes != "full" else None)
+        if source.kind == "images":
+            stem = os.path.splitext(frame.name)[0]
+            name = stem + ".png" if stem + ".png" not in used_names else frame.name + ".png"
+            used_names.add(name)
+            path = os.path.join(out_dir, name)
+            write_image(path, canvas)
+            overlays.append(path)
+        else:
+            if writer is None:
+                video_path = os.path.join(
+                    out_dir, os.path.splitext(os.path.basename(input_path))[0] + ".mp4")
+                writer = cv2.VideoWriter(video_path, cv2.VideoWriter_fourcc(*"mp4v"),
+                                         source.fps, (w, h))
+                if not writer.isOpened():
+                    raise OdkdError(f"{video_path}: OpenCV cannot write an mp4v video here")
+                overlays.append(video_path)
+            writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+
+    def boxes_for(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+        h, w = frame.image.shape[:2]
+        if dets is None:
+            return np.array([[0.0, 0.0, w, h]], np.float32), np.ones(1, np.float32)
+        kept = [(b, s) for b, s in ((clip_box(b, w, h)[0], s) for b, s in
+                                    dets.get(frame.image_id, [])) if b is not None]
+        if not kept:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+        return (np.array([b for b, _ in kept], np.float32),
+                np.array([s for _, s in kept], np.float32))
+
+    pending: list[tuple[Frame, np.ndarray, np.ndarray]] = []
+
+    def flush() -> None:
+        preds = predictor.predict([(f.image, b, s) for f, b, s in pending])
+        for (frame, _, _), inst in zip(pending, preds):
+            emit(frame, inst)
+        pending.clear()
+
+    bar = tqdm(total=source.total or None, desc="infer", unit="frame", disable=not opts.progress)
+    try:
+        for frame in source:
+            boxes, scores = boxes_for(frame)
+            pending.append((frame, boxes, scores))
+            # Gather frames until a full batch of crops (or of frames, bounding memory).
+            if sum(len(b) for _, b, _ in pending) >= predictor.batch_size \
+                    or len(pending) >= predictor.batch_size:
+                flush()
+            bar.update(1)
+        if pending:
+            flush()
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.release()
+    results_path = os.path.join(out_dir, "results.json")
+    atomic_write_text(results_path, json.dumps(results))
+    return {"frames": n_frames, "instances": n_inst, "results": results_path,
+            "overlays": overlays}

@@ -1,0 +1,48 @@
+import pytest
+
+from odkd.config import ConfigError, load_config, save_config
+
+
+def test_yaml_base_and_overrides(tmp_path):
+    (tmp_path / "base.yaml").write_text("model:\n  name: hrnet_w48\ntrain:\n  epochs: 5\n")
+    (tmp_path / "c.yaml").write_text("_base_: base.yaml\ntrain:\n  lr: 0.01\n")
+    cfg = load_config(str(tmp_path / "c.yaml"), ["train.epochs=7", "data.input_size=[64,96]",
+                                                 "distill.st.checkpoint=st.pt"])
+    assert cfg.model.name == "hrnet_w48" and cfg.train.lr == 0.01 and cfg.train.epochs == 7
+    assert cfg.data.input_size == [64, 96] and cfg.distill.st.checkpoint == "st.pt"
+    assert cfg.distill.st.with_mask is True  # ST default: has a mask output
+
+
+def test_save_and_reload_round_trip(tmp_path):
+    cfg = load_config(None, ["train.epochs=3", "eval.flip_test=false"])
+    save_config(cfg, str(tmp_path / "r.yaml"))
+    assert load_config(str(tmp_path / "r.yaml")) == cfg
+
+
+@pytest.mark.parametrize("override,match", [
+    ("train.epochz=3", "epochz"),
+    ("train.epochs=abc", "train.epochs"),
+    ("eval.flip_test=maybe", "eval.flip_test"),
+    ("data.input_size=5", "data.input_size"),
+    ("nonsense", "key=value"),
+])
+def test_bad_overrides_name_the_key(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])
+
+
+def test_bad_yaml_names_the_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(str(p))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_hash_depends_on_selected_sections():
+    a = load_config(None, ["train.epochs=3"])
+    b = load_config(None, ["train.epochs=4"])
+    c = load_config(None, ["train.epochs=3", "eval.flip_test=false"])
+    assert a.hash("train") != b.hash("train")
+    assert a.hash("train", "model") == c.hash("train", "model")
