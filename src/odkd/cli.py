@@ -20,13 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
                         version=f"odkd {importlib.import_module('odkd').__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"odkd.commands.{name}")
-        except ModuleNotFoundError as e:  # TODO(lead): remove once every command exists
-            if e.name == f"odkd.commands.{name}":
-                continue
-            raise
-        mod.register(sub)
+        importlib.import_module(f"odkd.commands.{name}").register(sub)
     return parser
 
 

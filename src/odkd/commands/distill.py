@@ -23,5 +23,8 @@ def run(args) -> int:
     overrides = list(args.overrides) + ([f"workdir={args.workdir}"] if args.workdir else [])
     cfg = load_config(args.config, overrides)
     out = distill(cfg, resume=args.resume)
-    print(f"[odkd] done: best AP {out['best_ap']:.4f}; checkpoints {out['best']} {out['last']}")
+    from odkd.engine.dist import is_main
+
+    if is_main():
+        print(f"[odkd] done: best AP {out['best_ap']:.4f}; checkpoints {out['best']} {out['last']}")
     return 0
