@@ -72,10 +72,11 @@ def test_load_sorts_clips_and_counts_skips(tmp_path):
     assert cs.upper_body_ids == list(range(11))
     assert cs.skeleton == [[16, 14], [14, 12]]
 
-    # Evaluation keeps unlabelled people (GT-box evaluation scores every non-crowd person).
+    # Evaluation skips unlabelled people too: COCOeval ignores them, so a GT-box
+    # prediction for one could only be a false positive (HRNet does the same).
     ev = load_coco(str(path), str(tmp_path), train=False)
-    assert [r.ann_id for r in ev.records] == [2, 4, 5, 7]
-    assert "no_keypoints" not in ev.skipped and ev.skipped["crowd"] == 1
+    assert [r.ann_id for r in ev.records] == [2, 5, 7]
+    assert ev.skipped["no_keypoints"] == 1 and ev.skipped["crowd"] == 1
 
 
 def test_explicit_flip_pairs_are_validated(tmp_path):
@@ -181,9 +182,9 @@ def test_real_mini_coco_and_ochuman(real_mini):
     coco_json = real_mini / "coco" / "test_coco.json"
     tr = load_coco(str(coco_json), str(real_mini / "coco"), train=True)
     ev = load_coco(str(coco_json), str(real_mini / "coco"), train=False)
-    assert len(ev.records) == 14 and len(tr.records) == 12
+    assert len(ev.records) == 12 and len(tr.records) == 12
     assert tr.skipped == {"no_keypoints": 2}
-    assert ev.summary() == "test_coco.json: 14 persons from 4 images"
+    assert ev.summary() == "test_coco.json: 12 persons from 4 images (skipped: 2 no keypoints)"
     assert all(isinstance(r.segmentation, list) for r in ev.records)
     assert [(r.image_id, r.ann_id) for r in ev.records] == sorted(
         (r.image_id, r.ann_id) for r in ev.records)

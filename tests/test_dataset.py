@@ -182,7 +182,7 @@ def test_build_datasets(real_mini, tmp_path):
     d.input_size = [48, 64]
     cfg.model.with_mask = True
     tr, va, sets = build_datasets(cfg)
-    assert (len(tr), len(va)) == (12, 14) and set(sets) == {"train", "val"}
+    assert (len(tr), len(va)) == (12, 12) and set(sets) == {"train", "val"}
     assert tr.train and not va.train and tr.return_image_mask and not va.return_image_mask
     assert tr.summary == "test_coco.json: 12 persons from 4 images (skipped: 2 no keypoints)"
     check_sample(va[0])

@@ -198,7 +198,7 @@ def test_eval_cli_backend_onnxruntime(student, real_mini, tmp_path):
                  "--out", str(tmp_path / "o"), *common]) == 0
     r_t = json.loads((tmp_path / "t" / "results.json").read_text())
     r_o = json.loads((tmp_path / "o" / "results.json").read_text())
-    assert len(r_t) == len(r_o) == 14
+    assert len(r_t) == len(r_o) == 12
     for a, b in zip(r_t, r_o):
         np.testing.assert_allclose(a["keypoints"], b["keypoints"], atol=1e-3)
     assert json.loads((tmp_path / "t" / "metrics.json").read_text()) == \

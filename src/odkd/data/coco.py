@@ -289,7 +289,9 @@ def load_coco(ann_file: str, image_dir: str, *, train: bool, flip_pairs=None,
         if area <= 0:
             skipped["zero_area"] += 1
             continue
-        if train and num_kpts == 0:
+        if num_kpts == 0:
+            # Training has nothing to learn from them, and COCOeval ignores them, so a GT-box
+            # prediction for one would only count as a false positive (HRNet skips them too).
             skipped["no_keypoints"] += 1
             continue
         seg = ann.get("segmentation") or None  # [] and {} mean "no mask"

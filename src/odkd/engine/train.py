@@ -17,6 +17,7 @@ slice of every global batch, so N processes see the same batches as one process
 from __future__ import annotations
 
 import csv
+import io
 import os
 import time
 from contextlib import nullcontext
@@ -33,7 +34,7 @@ from odkd.engine.evaluate import format_metrics, run_evaluation
 from odkd.losses import joints_mse, mask_bce
 from odkd.models import build_model
 from odkd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
-from odkd.utils import seed_everything
+from odkd.utils import atomic_write_text, seed_everything
 
 
 class SupervisedObjective:
@@ -197,12 +198,16 @@ def _check_data(cfg: Config) -> None:
 
 
 def _csv_append(path: str, row: dict) -> None:
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
+    """Append an epoch row to log.csv; columns are the union over rows (eval epochs add
+    metrics), so the file is rewritten atomically rather than appended to."""
+    rows = list(csv.DictReader(open(path, newline=""))) if os.path.exists(path) else []
+    rows.append(row)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | None = None,

@@ -21,10 +21,14 @@ from odkd.data.keypoints import COCO_KEYPOINTS, COCO_SKELETON
 from odkd.errors import OdkdError
 from odkd.synth.scene import SPLITS, Scene, list_backgrounds, render_scene
 
-GENERATOR_VERSION = "synthpose-1"
+GENERATOR_VERSION = "synthpose-2"
 JPEG_QUALITY = 90
 MIN_VISIBLE_FRACTION = 0.001    # of the image area (65 px at 256x256): smaller people dropped
 MIN_LABELLED = 3                # fewer labelled keypoints: dropped
+# COCO labels keypoints only for people of at least medium size (area >= 32^2 px); smaller
+# people keep their box and mask but get num_keypoints 0 (ignored by OKS evaluation). The
+# threshold is for 256 px images and scales with --size so that every size is the same data.
+KEYPOINT_MIN_AREA = 32 * 32
 _SPLIT_CODE = {s: i for i, s in enumerate(SPLITS)}
 
 CATEGORIES = [{"id": 1, "name": "person", "supercategory": "person",
@@ -74,6 +78,9 @@ def annotate(scene: Scene) -> list[tuple[int, dict]]:
         labelled = int((kps[:, 2] > 0).sum())
         if area < MIN_VISIBLE_FRACTION * w * h or labelled < MIN_LABELLED:
             continue
+        if area < KEYPOINT_MIN_AREA * (min(w, h) / 256.0) ** 2:
+            kps = np.zeros_like(kps)
+            labelled = 0
         flat: list[float | int] = []
         for (x, y), v in zip(np.round(kps[:, :2], 2).tolist(), kps[:, 2].astype(int).tolist()):
             flat += [x, y, v]

@@ -282,9 +282,10 @@ def _layout(rng: np.random.Generator, split: str, w: int, h: int, f: float
             people.append(_place(rng, f, cx, cy, hp, ctr))
     else:
         n = int(rng.choice([1, 2, 3, 4, 5, 6], p=[0.28, 0.24, 0.18, 0.13, 0.09, 0.08]))
-        hmax = 220 if n <= 2 else (170 if n <= 4 else 130)
+        hmax = 230 if n <= 2 else (190 if n <= 4 else 150)
         for _ in range(n):
-            hp = float(np.exp(rng.uniform(math.log(40), math.log(hmax)))) * s
+            # mostly COCO "medium"/"large" people; the smallest ones end up unlabelled
+            hp = float(np.exp(rng.uniform(math.log(60), math.log(hmax)))) * s
             ctr = (rng.uniform(0.08, 0.92) * w, rng.uniform(0.15, 0.85) * h)
             people.append(_place(rng, f, cx, cy, hp, ctr))
     return people
