@@ -1,7 +1,7 @@
 """``odkd distill CONFIG [key=value ...] [--resume]``."""
 from __future__ import annotations
 
-from odkd.config import load_config
+from odkd.commands.train import add_run_arguments, run_training
 
 
 def register(sub) -> None:
@@ -10,21 +10,5 @@ def register(sub) -> None:
                                    "distill.schedule picks the order (orderly, simultaneous, "
                                    "reverse, pt_only, st_only, fpd, none); distill.pt.checkpoint "
                                    "and distill.st.checkpoint name the teachers.")
-    p.add_argument("config", help="YAML config file (or shipped config name)")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
-    p.add_argument("--resume", action="store_true", help="continue from WORKDIR/last.pt")
-    p.add_argument("--workdir", help="output folder (same as workdir=DIR)")
-    p.set_defaults(func=run)
-
-
-def run(args) -> int:
-    from odkd.engine.distill import distill
-
-    overrides = list(args.overrides) + ([f"workdir={args.workdir}"] if args.workdir else [])
-    cfg = load_config(args.config, overrides)
-    out = distill(cfg, resume=args.resume)
-    from odkd.engine.dist import is_main
-
-    if is_main():
-        print(f"[odkd] done: best AP {out['best_ap']:.4f}; checkpoints {out['best']} {out['last']}")
-    return 0
+    add_run_arguments(p)
+    p.set_defaults(func=lambda args: run_training(args, distill=True))

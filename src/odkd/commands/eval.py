@@ -39,6 +39,10 @@ def run(args) -> int:
     from odkd.utils import pick_device
 
     overrides = list(args.overrides)
+    if args.config and "=" in args.config and not os.path.exists(args.config):
+        # `odkd eval key=value ...` without a config: the first override lands in CONFIG
+        overrides.insert(0, args.config)
+        args.config = None
     base = None
     ort_model = None
     if args.checkpoint and not args.oracle:
