@@ -72,8 +72,22 @@ def test_every_paper_baseline_is_a_method():
 
 def test_aggregate_mean_and_std():
     rows = [{"method": "odkd", "student": "s", "split": "val", "seed": i, "params": 1,
-             "gflops": 1.0, "AP": ap, "AP50": 0, "AP75": 0, "APm": 0, "APl": 0, "AR": 0}
+             "gflops": 1.0, "AP": ap, "AP50": 0, "AP75": 0, "APm": 0, "APl": 0, "AR": 0,
+             "PCK": 0.5}
             for i, ap in enumerate([0.1, 0.2, 0.3])]
     (e,) = aggregate(rows)
     assert e["AP"] == pytest.approx(0.2) and e["AP_std"] == pytest.approx(0.1) and e["n"] == 3
     assert "20.0 ± 10.0" in results_markdown(rows, "t")
+
+
+def test_pck_counts_labelled_keypoints_within_a_tenth_of_the_box():
+    import numpy as np
+
+    from odkd.engine.evaluate import pck_hits_batch
+
+    gt = np.zeros((1, 3, 3))
+    gt[0, :, :2] = [[10, 10], [50, 50], [0, 0]]
+    gt[0, :2, 2] = 2                            # third keypoint unlabelled
+    scales = np.array([[125.0, 100.0]])         # box side 100 after removing 1.25 padding
+    preds = np.array([[[19, 10], [50, 61], [500, 500]]], float)
+    assert pck_hits_batch(preds, gt, scales, 1.25).tolist() == [1.0, 0.0]

@@ -36,7 +36,9 @@ METHODS: dict[str, list[str]] = {
     "odkd_no_seg": ["distill.schedule=orderly", "distill.seg_weight=0", "model.with_mask=false"],
 }
 TEACHER_METHODS = ("teacher_pt", "teacher_st")
-METRIC_KEYS = ["AP", "AP50", "AP75", "APm", "APl", "AR"]
+# COCO keypoint metrics, plus PCK@0.1 (bbox-normalised) which still ranks models whose AP
+# is near zero (short CPU runs)
+METRIC_KEYS = ["AP", "AP50", "AP75", "APm", "APl", "AR", "PCK"]
 CSV_COLUMNS = ["method", "student", "split", "seed", "params", "gflops", *METRIC_KEYS,
                "train_s"]
 
@@ -163,7 +165,7 @@ def _evaluate(cfg: Config, ckpt: str, splits: dict, workdir: str) -> dict:
     model = None
     for split, spec in splits.items():
         d = os.path.join(workdir, f"eval_{split}")
-        mpath = os.path.join(d, "metrics.json")
+        mpath = os.path.join(d, "summary.json")  # metrics.json + PCK, written last
         if os.path.exists(mpath):
             out[split] = json.load(open(mpath))
             continue
@@ -174,6 +176,7 @@ def _evaluate(cfg: Config, ckpt: str, splits: dict, workdir: str) -> dict:
         with torch.inference_mode():
             out[split] = run_evaluation(cfg, model, coco, records, device, out_dir=d,
                                         desc=f"eval {split}")
+        atomic_write_text(mpath, json.dumps(out[split]))
     return out
 
 
@@ -280,7 +283,8 @@ def results_markdown(rows: list[dict], title: str, wall_s: float | None = None) 
     return buf.getvalue()
 
 
-def plot_ablation(rows: list[dict], path: str) -> None:
+def plot_ablation(rows: list[dict], path: str, metrics=("AP", "PCK")) -> None:
+    """Grouped bars (mean ± std over seeds) per method, one group colour per split."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -288,22 +292,24 @@ def plot_ablation(rows: list[dict], path: str) -> None:
     agg = aggregate(rows)
     splits = list(dict.fromkeys(e["split"] for e in agg))
     labels = list(dict.fromkeys(f"{e['method']}\n{e['student']}" for e in agg))
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(labels)), 4))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6, 1.2 * len(labels)) * len(metrics)
+                                                       / 1.5, 4), squeeze=False)
     width = 0.8 / max(1, len(splits))
-    for j, split in enumerate(splits):
-        xs, ys, es = [], [], []
-        for i, lab in enumerate(labels):
-            for e in agg:
-                if e["split"] == split and f"{e['method']}\n{e['student']}" == lab:
-                    xs.append(i + j * width)
-                    ys.append(100 * e["AP"])
-                    es.append(100 * e["AP_std"])
-        ax.bar(xs, ys, width, yerr=es, capsize=3, label=split)
-    ax.set_xticks([i + width * (len(splits) - 1) / 2 for i in range(len(labels))])
-    ax.set_xticklabels(labels, fontsize=8)
-    ax.set_ylabel("AP (%)")
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
+    for ax, metric in zip(axes[0], metrics):
+        for j, split in enumerate(splits):
+            xs, ys, es = [], [], []
+            for i, lab in enumerate(labels):
+                for e in agg:
+                    if e["split"] == split and f"{e['method']}\n{e['student']}" == lab:
+                        xs.append(i + j * width)
+                        ys.append(100 * e[metric])
+                        es.append(100 * e[metric + "_std"])
+            ax.bar(xs, ys, width, yerr=es, capsize=3, label=split)
+        ax.set_xticks([i + width * (len(splits) - 1) / 2 for i in range(len(labels))])
+        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_ylabel(f"{metric} (%)")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)

@@ -15,8 +15,11 @@ def distill(cfg: Config, resume: bool = False, progress: bool = True) -> dict:
     objective = DistillLoss(cfg.distill, cfg.train.epochs)
     teachers = load_teachers(cfg.distill, device)
     if odist.is_main():
-        print(f"[odkd] distill: {describe_schedule(cfg.distill, cfg.train.epochs)}")
+        d = cfg.distill
+        print(f"[odkd] distill: "
+              f"{describe_schedule(d.schedule, cfg.train.epochs, d.pt_fraction, d.fpd_teacher)}")
         for name, t in teachers.items():
             if t is not None:
-                print(f"[odkd]   {name.upper()}: {getattr(t, 'description', type(t).__name__)}")
+                ck = getattr(d, name).checkpoint
+                print(f"[odkd]   {name.upper()}: {getattr(t.model, 'odkd_name', '?')} from {ck}")
     return train(cfg, resume=resume, objective=objective, teachers=teachers, progress=progress)

@@ -24,6 +24,9 @@ from odkd.eval.coco_eval import evaluate_coco, rescore_and_nms
 from odkd.eval.decode import decode_heatmaps, flip_back
 
 
+PCK_THR = 0.1
+
+
 @torch.no_grad()
 def predict_heatmaps(model, images: torch.Tensor, flip_pairs, flip_test: bool = True,
                      shift_heatmap: bool = True, stride: int = 4) -> torch.Tensor:
@@ -96,7 +99,7 @@ def run_evaluation(cfg: Config, model, coco: CocoPoseSet, records: list[PersonRe
     if model is not None:
         was_training = model.training
         model.eval()
-    kpts, box_scores, areas, image_ids = [], [], [], []
+    kpts, box_scores, areas, image_ids, pck_hits = [], [], [], [], []
     it = tqdm(loader, desc=desc, disable=not (progress and rank == 0), leave=False)
     for batch in it:
         if oracle:
@@ -115,28 +118,47 @@ def run_evaluation(cfg: Config, model, coco: CocoPoseSet, records: list[PersonRe
         box_scores.append(batch["score"].numpy())
         areas.append(scales[:, 0] * scales[:, 1])  # HRNet's crop-area convention for OKS
         image_ids.append(batch["image_id"].numpy())
+        pck_hits.append(pck_hits_batch(preds, batch["keypoints"].numpy(), scales,
+                                       cfg.data.padding))
     if model is not None and was_training:
         model.train()
     k = coco.num_joints
     part = (np.concatenate(kpts) if kpts else np.zeros((0, k, 3)),
             np.concatenate(box_scores) if box_scores else np.zeros(0),
             np.concatenate(areas) if areas else np.zeros(0),
-            np.concatenate(image_ids) if image_ids else np.zeros(0, dtype=np.int64))
+            np.concatenate(image_ids) if image_ids else np.zeros(0, dtype=np.int64),
+            np.concatenate(pck_hits) if pck_hits else np.zeros(0))
 
     gathered = odist.all_gather_objects(part)
     metrics = None
     if rank == 0:
-        cat = [np.concatenate([g[i] for g in gathered]) for i in range(4)]
+        cat = [np.concatenate([g[i] for g in gathered]) for i in range(5)]
         results = rescore_and_nms(cat[0], cat[1], cat[2], cat[3], oks_thr=cfg.eval.oks_nms_thr,
                                   in_vis_thr=cfg.eval.in_vis_thr, rescore=cfg.eval.rescore,
                                   category_id=coco.category_id)
         img_ids = sorted({r.image_id for r in records})
         metrics = evaluate_coco(coco.ann_file, results, out_dir=out_dir, img_ids=img_ids)
+        # not part of metrics.json (the six COCO numbers); NaN with detection boxes
+        metrics["PCK"] = float(cat[4].mean()) if cat[4].size else float("nan")
     return odist.broadcast_object(metrics)
 
 
+def pck_hits_batch(preds: np.ndarray, gt: np.ndarray, scales: np.ndarray, padding: float,
+                   thr: float = PCK_THR) -> np.ndarray:
+    """Per labelled keypoint: 1 when the prediction lies within ``thr`` x the longer side of
+    the person box (the aspect-fixed box: crop side / padding). PCK (as in mmpose's bbox-normalised PCK) is
+    reported beside COCO AP because it still separates models whose AP is near 0.
+    Ground-truth boxes only: detection crops carry no keypoints and give no hits."""
+    labelled = gt[..., 2] > 0
+    if not labelled.any():
+        return np.zeros(0)
+    box_side = scales.max(axis=1) / padding
+    err = np.linalg.norm(preds - gt[..., :2], axis=2) / box_side[:, None]
+    return (err[labelled] <= thr).astype(np.float64)
+
+
 def format_metrics(m: dict) -> str:
-    keys = ["AP", "AP50", "AP75", "APm", "APl", "AR"]
+    keys = ["AP", "AP50", "AP75", "APm", "APl", "AR"] + (["PCK"] if "PCK" in m else [])
     head = " | ".join(f"{k:>6}" for k in keys)
     vals = " | ".join(f"{m[k]:6.4f}" for k in keys)
     return f"{head}\n{vals}"
