@@ -55,7 +55,7 @@ def test_pt_term_vanishes_when_student_equals_pt_in_pt_phase():
 
 
 def test_st_terms_vanish_when_student_equals_st():
-    loss_fn = DistillLoss(_cfg(schedule="st_only", gt_weight=0.0), 10)
+    loss_fn = DistillLoss(_cfg(schedule="st_only", gt_weight=0.0, seg_weight=1.0), 10)
     t = _teachers()
     gt = _gt()
     gt.pop("mask")                                       # isolate the teacher terms

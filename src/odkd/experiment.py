@@ -261,6 +261,14 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _cell(e: dict, k: str) -> str:
+    if e[k] < 0:  # pycocotools' -1: no ground truth in that size range
+        return "n/a"
+    if e["n"] > 1:
+        return f"{100 * e[k]:.1f} ± {100 * e[k + '_std']:.1f}"
+    return f"{100 * e[k]:.1f}"
+
+
 def results_markdown(rows: list[dict], title: str, wall_s: float | None = None) -> str:
     agg = aggregate(rows)
     buf = io.StringIO()
@@ -273,8 +281,7 @@ def results_markdown(rows: list[dict], title: str, wall_s: float | None = None) 
         for e in agg:
             if e["split"] != split:
                 continue
-            cells = [f"{100 * e[k]:.1f} ± {100 * e[k + '_std']:.1f}" if e["n"] > 1
-                     else f"{100 * e[k]:.1f}" for k in METRIC_KEYS]
+            cells = [_cell(e, k) for k in METRIC_KEYS]
             buf.write(f"| {e['method']} | {e['student']} | {e['params'] / 1e6:.2f} | "
                       f"{e['gflops']:.2f} | {e['n']} | " + " | ".join(cells) + " |\n")
         buf.write("\n")
