@@ -95,7 +95,8 @@ def format_skips(skipped: dict[str, int]) -> str:
 
 # ----------------------------------------------------------------------------------- helpers
 
-def _read_json(path: str, what: str) -> Any:
+def read_json(path: str, what: str) -> Any:
+    """Parse a JSON file; DataError naming the file (and line/column) when it can't."""
     if not os.path.isfile(path):
         raise DataError(f"{what} not found: {path}")
     try:
@@ -116,7 +117,7 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _clip_box(box: list[float], width: int, height: int) -> tuple[list[float] | None, str]:
+def clip_box(box: list[float], width: int, height: int) -> tuple[list[float] | None, str]:
     """Clip ``[x, y, w, h]`` to the image; returns (box, "") or (None, skip reason)."""
     x, y, w, h = box
     if w <= 0 or h <= 0:
@@ -221,7 +222,7 @@ def load_coco(ann_file: str, image_dir: str, *, train: bool, flip_pairs=None,
     ``train=False`` keeps every non-crowd person with a box, which is the set mmpose's
     ``use_gt_bbox`` evaluates. Records are sorted by (image id, annotation id).
     """
-    data = _read_json(ann_file, "annotation file")
+    data = read_json(ann_file, "annotation file")
     if not isinstance(data, dict):
         raise DataError(f"{ann_file}: top level must be an object with images/annotations/"
                         f"categories, got {type(data).__name__}")
@@ -280,7 +281,7 @@ def load_coco(ann_file: str, image_dir: str, *, train: bool, flip_pairs=None,
         area = ann.get("area")
         if area is not None and not _is_num(area):
             raise DataError(f"{where} field area: expected a number, got {_short(area)}")
-        box, reason = _clip_box(box, img["width"], img["height"])
+        box, reason = clip_box(box, img["width"], img["height"])
         if box is None:
             skipped[reason] += 1
             continue
@@ -319,7 +320,7 @@ def load_detections(det_file: str, coco_set: CocoPoseSet, score_thr: float = 0.0
     Keeps the person category with ``score >= score_thr``; boxes on images absent from
     ``coco_set`` are skipped and counted into ``skipped`` (when given) like other skips.
     """
-    data = _read_json(det_file, "detection file")
+    data = read_json(det_file, "detection file")
     if not isinstance(data, list):
         raise DataError(f"{det_file}: expected a list of detections (COCO results format), got "
                         f"{type(data).__name__}")
@@ -348,7 +349,7 @@ def load_detections(det_file: str, coco_set: CocoPoseSet, score_thr: float = 0.0
         if img is None:
             counts["unknown_image"] += 1
             continue
-        box, reason = _clip_box(box, img["width"], img["height"])
+        box, reason = clip_box(box, img["width"], img["height"])
         if box is None:
             counts[reason] += 1
             continue

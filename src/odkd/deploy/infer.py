@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from odkd.data.coco import _clip_box as clip_box  # same clipping as eval's detections
+from odkd.data.coco import clip_box, read_json  # same clipping as eval's detections
 from odkd.data.dataset import IMAGENET_MEAN, IMAGENET_STD, read_image
 from odkd.data.geometry import box_to_center_scale, get_affine_transform
 from odkd.deploy.spec import PoseSpec
@@ -145,13 +145,7 @@ def list_images(folder: str) -> list[str]:
 
 def image_ids_from_ann(ann_file: str) -> dict[str, int]:
     """basename(file_name) -> image id from a COCO json's ``images``."""
-    try:
-        with open(ann_file) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{ann_file}: annotation file not found") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{ann_file}: not valid JSON ({e})") from None
+    data = read_json(ann_file, "annotation file")
     images = data.get("images") if isinstance(data, dict) else None
     if not isinstance(images, list):
         raise DataError(f"{ann_file}: field 'images' missing or not a list")
@@ -237,13 +231,7 @@ class InputSource:
 def load_boxes(path: str, score_thr: float = 0.0, category_id: int = 1
                ) -> dict[int, list[tuple[list[float], float]]]:
     """image id -> [(COCO box, score), ...] from a COCO detection results json."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"--boxes: detection file not found: {path} (or use 'full')") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path, "--boxes: detection file (or use 'full')")
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a list of detections (COCO results format)")
     out: dict[int, list[tuple[list[float], float]]] = {}

@@ -18,6 +18,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from odkd.data.keypoints import COCO_SIGMAS
+from odkd.data.coco import read_json
 from odkd.errors import DataError
 from odkd.eval.nms import oks_nms
 from odkd.utils import atomic_write_text
@@ -30,13 +31,7 @@ _STATS_INDEX = (0, 1, 2, 3, 4, 5)
 def _load_gt(ann_file: str) -> tuple[COCO, int]:
     """Load a person_keypoints json into a COCO object, filling fields pycocotools needs but
     some hand-made files lack. Returns (coco, num_keypoints)."""
-    try:
-        with open(ann_file) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{ann_file}: annotation file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{ann_file}: not valid JSON ({e})") from None
+    data = read_json(ann_file, "annotation file")
     if not isinstance(data, dict):
         raise DataError(f"{ann_file}: top level must be an object")
     for key in ("images", "annotations"):
