@@ -146,7 +146,8 @@ def _train_once(cfg: Config, distill: bool, log) -> dict:
     resume = os.path.exists(os.path.join(cfg.workdir, "last.pt"))
     t0 = time.time()
     fn = run_distill if distill else train
-    out = fn(cfg, resume=resume, progress=True)
+    # every split is evaluated by _evaluate afterwards: no second pass over val here
+    out = fn(cfg, resume=resume, progress=True, final_eval=False)
     done = {"best": out["best"], "train_s": round(time.time() - t0, 1),
             "resumed": resume}
     atomic_write_text(os.path.join(cfg.workdir, "done.json"), json.dumps(done))

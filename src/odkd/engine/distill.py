@@ -6,7 +6,8 @@ from odkd.engine import dist as odist
 from odkd.engine.train import train
 
 
-def distill(cfg: Config, resume: bool = False, progress: bool = True) -> dict:
+def distill(cfg: Config, resume: bool = False, progress: bool = True,
+            final_eval: bool = True) -> dict:
     from odkd.distill.losses import DistillLoss
     from odkd.distill.schedule import describe_schedule
     from odkd.distill.teachers import load_teachers
@@ -22,4 +23,5 @@ def distill(cfg: Config, resume: bool = False, progress: bool = True) -> dict:
             if t is not None:
                 ck = getattr(d, name).checkpoint
                 print(f"[odkd]   {name.upper()}: {getattr(t.model, 'odkd_name', '?')} from {ck}")
-    return train(cfg, resume=resume, objective=objective, teachers=teachers, progress=progress)
+    return train(cfg, resume=resume, objective=objective, teachers=teachers, progress=progress,
+                 final_eval=final_eval)

@@ -11,6 +11,7 @@ from contextlib import nullcontext
 from dataclasses import replace
 
 import numpy as np
+import pycocotools.mask as mask_utils
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -38,16 +39,6 @@ def predict_heatmaps(model, images: torch.Tensor, flip_pairs, flip_test: bool = 
     return heat
 
 
-def _box_iou(a, b) -> float:
-    ax2, ay2 = a[0] + a[2], a[1] + a[3]
-    bx2, by2 = b[0] + b[2], b[1] + b[3]
-    iw = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
-    ih = max(0.0, min(ay2, by2) - max(a[1], b[1]))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
-
-
 def attach_gt_to_detections(dets: list[PersonRecord], gt: list[PersonRecord]
                             ) -> list[PersonRecord]:
     """Oracle with detection boxes: give each detection the keypoints of the GT person it
@@ -57,13 +48,15 @@ def attach_gt_to_detections(dets: list[PersonRecord], gt: list[PersonRecord]
         by_image.setdefault(r.image_id, []).append(r)
     out = []
     for d in dets:
-        best, best_iou = None, 0.1
-        for g in by_image.get(d.image_id, []):
-            iou = _box_iou(d.bbox, g.bbox)
-            if iou >= best_iou:
-                best, best_iou = g, iou
-        if best is not None:
-            d = replace(d, keypoints=best.keypoints.copy(), segmentation=best.segmentation)
+        cands = by_image.get(d.image_id, [])
+        if cands:
+            # pycocotools' box IoU (xywh boxes, no crowd regions)
+            ious = mask_utils.iou([list(d.bbox)], [list(g.bbox) for g in cands],
+                                  [0] * len(cands))[0]
+            j = int(np.argmax(ious))
+            if ious[j] >= 0.1:
+                best = cands[j]
+                d = replace(d, keypoints=best.keypoints.copy(), segmentation=best.segmentation)
         out.append(d)
     return out
 
@@ -162,9 +155,3 @@ def format_metrics(m: dict) -> str:
     head = " | ".join(f"{k:>6}" for k in keys)
     vals = " | ".join(f"{m[k]:6.4f}" for k in keys)
     return f"{head}\n{vals}"
-
-
-def write_json(path: str, obj) -> None:
-    from odkd.utils import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=2))

@@ -211,7 +211,7 @@ def _csv_append(path: str, row: dict) -> None:
 
 
 def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, final_eval: bool = True) -> dict:
     """Train ``cfg.model`` on ``cfg.data``; returns {"best_ap", "last", "best", "metrics"}.
 
     ``objective`` defaults to :class:`SupervisedObjective`; distillation passes a DistillLoss and
@@ -332,8 +332,9 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
                **{k: v / n_steps for k, v in sums.items()},
                "img_s": n_img * world / max(1e-9, time.time() - t0)}
 
+        # final_eval=False: the caller evaluates the result itself (odkd experiment)
         do_eval = (cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0) \
-            or epoch + 1 == epochs
+            or (final_eval and epoch + 1 == epochs)
         if do_eval:
             metrics = run_evaluation(cfg, model, val_coco, val_set.records, device,
                                      progress=progress, desc=f"eval {epoch + 1}")
