@@ -54,6 +54,13 @@ def test_tiny_experiment_end_to_end_and_resume(tmp_path, capsys):
     assert done.stat().st_mtime_ns == stamp
     assert [r["AP"] for r in res2["rows"]] == [r["AP"] for r in res["rows"]]
 
+    # a finished run is never silently reused for a different config or dataset
+    from odkd.config import ConfigError
+
+    cfg.write_text(cfg.read_text().replace("occluded: 2}", "occluded: 2, difficulty: easy}"))
+    with pytest.raises(ConfigError, match="different config or dataset"):
+        run_experiment(load_experiment(str(cfg)), log=lambda s: None)
+
 
 def test_unknown_method_is_a_clear_error(tmp_path):
     cfg = tmp_path / "bad.yaml"

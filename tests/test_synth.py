@@ -180,3 +180,27 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(DataError, match="--backgrounds"):
         generate_split(str(tmp_path), "val", 1, 0, backgrounds=str(tmp_path / "nope"),
                        progress=False)
+
+
+def test_easy_difficulty_keeps_people_upright_and_facing_the_camera():
+    """easy: head above ankles and the left shoulder on the image's right (facing us);
+    hard (default) has lying and back views, so both fail for some people."""
+    def stats(difficulty):
+        upright, facing, n = 0, 0, 0
+        for i in range(12):
+            for _, a in annotate(make_scene(2, "train", i, (128, 128), difficulty=difficulty)):
+                k = np.array(a["keypoints"], float).reshape(17, 3)
+                if (k[[0, 15, 16, 5, 6], 2] > 0).all():
+                    n += 1
+                    upright += k[0, 1] < min(k[15, 1], k[16, 1])
+                    facing += k[5, 0] > k[6, 0]
+        return upright / n, facing / n
+
+    easy, hard = stats("easy"), stats("hard")
+    assert easy[0] == 1.0 and easy[1] > 0.9
+    assert hard[0] < 1.0 and hard[1] < 0.8
+
+
+def test_bad_difficulty(tmp_path):
+    with pytest.raises(OdkdError, match="--difficulty"):
+        generate_split(str(tmp_path), "val", 1, 0, progress=False, difficulty="medium")

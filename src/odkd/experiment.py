@@ -51,6 +51,7 @@ class SynthSpec:
     train: int = 2000
     val: int = 300
     occluded: int = 300
+    difficulty: str = "hard"    # SynthPose --difficulty (easy: upright, facing the camera)
 
 
 @dataclass
@@ -107,14 +108,26 @@ def prepare_data(exp: ExperimentConfig, log=print) -> None:
     for split, n in (("train", s.train), ("val", s.val), ("occluded", s.occluded)):
         ann = os.path.join(s.root, "annotations", f"person_keypoints_{split}.json")
         stamp = os.path.join(s.root, f".{split}.spec.json")
-        spec = {"n": n, "seed": s.seed, "size": list(s.size)}
+        spec = {"n": n, "seed": s.seed, "size": list(s.size), "difficulty": s.difficulty}
         if os.path.exists(ann) and os.path.exists(stamp) and json.load(open(stamp)) == spec:
             log(f"[odkd] SynthPose {split}: cached ({n} images in {s.root})")
             continue
         t0 = time.time()
-        generate_split(s.root, split, n, s.seed, size=tuple(s.size))
+        generate_split(s.root, split, n, s.seed, size=tuple(s.size), difficulty=s.difficulty)
         atomic_write_text(stamp, json.dumps(spec))
         log(f"[odkd] SynthPose {split}: {n} images in {time.time() - t0:.1f}s")
+
+
+def _data_key(exp: ExperimentConfig) -> str:
+    """Short hash of the generated dataset's spec ('' when the experiment brings its data)."""
+    if exp.synth is None:
+        return ""
+    import hashlib
+
+    s = exp.synth
+    blob = json.dumps({"train": s.train, "val": s.val, "occluded": s.occluded, "seed": s.seed,
+                       "size": list(s.size), "difficulty": s.difficulty}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:8]
 
 
 def _run_config(exp: ExperimentConfig, overrides: list[str], workdir: str) -> Config:
@@ -135,10 +148,20 @@ def _done(workdir: str) -> dict | None:
     return json.load(open(p)) if os.path.exists(p) else None
 
 
-def _train_once(cfg: Config, distill: bool, log) -> dict:
+def _run_key(cfg: Config, data_key: str) -> str:
+    """What a finished run was trained from: its config (bar the workdir) and the data spec."""
+    return f"{cfg.hash('data', 'model', 'train', 'distill')}-{data_key}"
+
+
+def _train_once(cfg: Config, distill: bool, log, data_key: str = "") -> dict:
     """Train (or resume, or skip when done) one run; returns its done.json content."""
+    key = _run_key(cfg, data_key)
     done = _done(cfg.workdir)
     if done:
+        if done.get("key", key) != key:
+            # reusing it would put a stale number in the table without a word
+            raise ConfigError(f"{cfg.workdir}: finished with a different config or dataset "
+                              f"than this experiment asks for; use another `out` or delete it")
         return done
     from odkd.engine.distill import distill as run_distill
     from odkd.engine.train import train
@@ -149,7 +172,7 @@ def _train_once(cfg: Config, distill: bool, log) -> dict:
     # every split is evaluated by _evaluate afterwards: no second pass over val here
     out = fn(cfg, resume=resume, progress=True, final_eval=False)
     done = {"best": out["best"], "train_s": round(time.time() - t0, 1),
-            "resumed": resume}
+            "resumed": resume, "key": key}
     atomic_write_text(os.path.join(cfg.workdir, "done.json"), json.dumps(done))
     return done
 
@@ -194,6 +217,7 @@ def run_experiment(exp: ExperimentConfig, log=print) -> dict:
     t_start = time.time()
     os.makedirs(exp.out, exist_ok=True)
     prepare_data(exp, log)
+    data_key = _data_key(exp)
     splits = _splits(exp)
     rows: list[dict] = []
 
@@ -202,12 +226,13 @@ def run_experiment(exp: ExperimentConfig, log=print) -> dict:
     for name, ovs in (("pt", exp.pt), ("st", exp.st)):
         probe = _run_config(exp, list(ovs) + [f"train.seed={exp.teacher_seed}",
                                               "distill.schedule=none"], "x")
-        wd = os.path.join(exp.out, "teachers", f"{name}-{probe.hash('data', 'model', 'train')}")
+        wd = os.path.join(exp.out, "teachers",
+                          f"{name}-{probe.hash('data', 'model', 'train')}{data_key[:6]}")
         cfg = _run_config(exp, list(ovs) + [f"train.seed={exp.teacher_seed}",
                                             "distill.schedule=none"], wd)
         log(f"[odkd] teacher {name.upper()} ({cfg.model.name}"
             f"{' + mask' if cfg.model.with_mask else ''}) -> {wd}")
-        done = _train_once(cfg, distill=False, log=log)
+        done = _train_once(cfg, distill=False, log=log, data_key=data_key)
         teacher_ckpt[name] = done["best"]
         metrics = _evaluate(cfg, done["best"], splits, wd)
         params, gflops = _complexity(cfg)
@@ -226,7 +251,8 @@ def run_experiment(exp: ExperimentConfig, log=print) -> dict:
                f"distill.st.checkpoint={teacher_ckpt['st']}"]
         cfg = _run_config(exp, ovs, wd)
         log(f"[odkd] run {i + 1}/{len(runs)}: {method} {student} seed {seed} -> {wd}")
-        done = _train_once(cfg, distill=cfg.distill.schedule != "none", log=log)
+        done = _train_once(cfg, distill=cfg.distill.schedule != "none", log=log,
+                           data_key=data_key)
         metrics = _evaluate(cfg, done["best"], splits, wd)
         params, gflops = _complexity(cfg)
         for split, m in metrics.items():

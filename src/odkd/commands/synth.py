@@ -18,6 +18,9 @@ def register(sub) -> None:
                    help="images to write (default 1000; --bench: 500)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, nargs=2, default=[256, 256], metavar=("W", "H"))
+    p.add_argument("--difficulty", default="hard", choices=["easy", "hard"],
+                   help="hard (default): every pose kind at any yaw; easy: upright people "
+                        "facing the camera (what a 2-core CPU can learn in minutes)")
     p.add_argument("--backgrounds", metavar="DIR", default=None,
                    help="folder of photos mixed in as backgrounds")
     p.add_argument("--workers", type=int, default=None,
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     s = generate_split(args.out, args.split, args.num_images or 1000, args.seed,
                        tuple(args.size), args.backgrounds, args.workers,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, difficulty=args.difficulty)
     print(f"synth {s['split']}: {s['num_images']} images, {s['num_annotations']} people "
           f"({s['people_per_image']}/image), keypoints {s['visible_keypoints']} visible / "
           f"{s['occluded_keypoints']} occluded, mean max-IoU between boxes "

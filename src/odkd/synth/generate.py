@@ -19,7 +19,7 @@ from pycocotools import mask as mask_utils
 import odkd
 from odkd.data.keypoints import COCO_KEYPOINTS, COCO_SKELETON
 from odkd.errors import OdkdError
-from odkd.synth.scene import SPLITS, Scene, list_backgrounds, render_scene
+from odkd.synth.scene import DIFFICULTIES, SPLITS, Scene, list_backgrounds, render_scene
 
 GENERATOR_VERSION = "synthpose-2"
 JPEG_QUALITY = 90
@@ -35,9 +35,12 @@ CATEGORIES = [{"id": 1, "name": "person", "supercategory": "person",
                "keypoints": list(COCO_KEYPOINTS), "skeleton": [list(s) for s in COCO_SKELETON]}]
 
 
-def _check(split: str, num_images: int, seed: int, size: tuple[int, int]) -> None:
+def _check(split: str, num_images: int, seed: int, size: tuple[int, int],
+           difficulty: str = "hard") -> None:
     if split not in SPLITS:
         raise OdkdError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
+    if difficulty not in DIFFICULTIES:
+        raise OdkdError(f"--difficulty {difficulty!r}: expected one of {', '.join(DIFFICULTIES)}")
     if num_images < 1:
         raise OdkdError(f"--num-images {num_images}: must be at least 1")
     if seed < 0:
@@ -51,8 +54,8 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def make_scene(seed: int, split: str, index: int, size: tuple[int, int] = (256, 256),
-               photos: list[str] | None = None) -> Scene:
-    return render_scene(image_rng(seed, split, index), split, tuple(size), photos)
+               photos: list[str] | None = None, difficulty: str = "hard") -> Scene:
+    return render_scene(image_rng(seed, split, index), split, tuple(size), photos, difficulty)
 
 
 def annotate(scene: Scene) -> list[tuple[int, dict]]:
@@ -100,9 +103,10 @@ def encode_jpeg(img: np.ndarray) -> bytes:
 
 
 def render_image(seed: int, split: str, index: int, size: tuple[int, int] = (256, 256),
-                 photos: list[str] | None = None) -> tuple[bytes, list[dict], Scene]:
+                 photos: list[str] | None = None, difficulty: str = "hard"
+                 ) -> tuple[bytes, list[dict], Scene]:
     """JPEG bytes, annotations (no ids) and the scene (image + label map) of one image."""
-    scene = make_scene(seed, split, index, size, photos)
+    scene = make_scene(seed, split, index, size, photos, difficulty)
     anns = [a for _, a in annotate(scene)]
     return encode_jpeg(scene.image), anns, scene
 
@@ -111,10 +115,10 @@ def file_name(index: int) -> str:
     return f"{index:06d}.jpg"
 
 
-def _work(job: tuple[int, str, int, tuple[int, int], list[str] | None, str]
+def _work(job: tuple[int, str, int, tuple[int, int], list[str] | None, str, str]
           ) -> tuple[int, list[dict]]:
-    seed, split, index, size, photos, img_dir = job
-    data, anns, _ = render_image(seed, split, index, size, photos)
+    seed, split, index, size, photos, img_dir, difficulty = job
+    data, anns, _ = render_image(seed, split, index, size, photos, difficulty)
     with open(os.path.join(img_dir, file_name(index)), "wb") as f:
         f.write(data)
     return index, anns
@@ -142,7 +146,8 @@ def mean_max_iou(images: list[dict], anns: list[dict]) -> float:
 
 def generate_split(out_dir: str, split: str, num_images: int, seed: int,
                    size: tuple[int, int] = (256, 256), backgrounds: str | None = None,
-                   workers: int | None = None, progress: bool = True) -> dict[str, Any]:
+                   workers: int | None = None, progress: bool = True,
+                   difficulty: str = "hard") -> dict[str, Any]:
     """Write ``out_dir/annotations/person_keypoints_{split}.json`` and ``out_dir/{split}/*.jpg``.
 
     Returns a summary dict (counts, mean max-IoU between boxes, paths, timing).
@@ -152,13 +157,13 @@ def generate_split(out_dir: str, split: str, num_images: int, seed: int,
     from odkd.utils import atomic_write_text
 
     size = (int(size[0]), int(size[1]))
-    _check(split, num_images, seed, size)
+    _check(split, num_images, seed, size, difficulty)
     photos = list_backgrounds(backgrounds) if backgrounds else None
     img_dir = os.path.join(out_dir, split)
     os.makedirs(img_dir, exist_ok=True)
     ann_path = os.path.join(out_dir, "annotations", f"person_keypoints_{split}.json")
     workers = max(1, min(workers or os.cpu_count() or 1, num_images))
-    jobs = [(seed, split, i, size, photos, img_dir) for i in range(num_images)]
+    jobs = [(seed, split, i, size, photos, img_dir, difficulty) for i in range(num_images)]
     t0 = time.perf_counter()
     results: list[tuple[int, list[dict]]] = []
     bar = tqdm(total=num_images, desc=f"synth {split}", unit="img", disable=not progress)
@@ -187,7 +192,7 @@ def generate_split(out_dir: str, split: str, num_images: int, seed: int,
         "description": "SynthPose: odkd's synthetic multi-person pose dataset",
         "version": GENERATOR_VERSION, "odkd_version": odkd.__version__,
         "args": {"split": split, "num_images": num_images, "seed": seed, "size": list(size),
-                 "backgrounds": backgrounds},
+                 "backgrounds": backgrounds, "difficulty": difficulty},
         "mean_max_iou": round(miou, 4), "num_annotations": len(anns),
     }
     doc = {"info": info, "licenses": [], "images": images, "annotations": anns,

@@ -18,6 +18,14 @@ from odkd.synth import body as B
 from odkd.synth import render as R
 
 SPLITS = ("train", "val", "occluded")
+# How varied the people are. Pose and viewpoint variety, not clutter, is what keeps a model on
+# the early "mean pose" plateau (measured: removing clutter and occluders changed PCK by 3
+# points, upright front-facing people took AP from 0.003 to 0.18 at the same budget), so the
+# levels change only those. `hard`: every pose kind (lying, sitting, crouching, ...) at any yaw,
+# left/right learnable only from face and clothing cues; `easy`: upright people (standing,
+# walking, arms raised) within 45 degrees of facing the camera.
+DIFFICULTIES = ("easy", "hard")
+_EASY_KINDS = ("standing", "walking", "arms_raised")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _TILE = 512
 
@@ -239,14 +247,15 @@ class _Placed:
 
 
 def _place(rng: np.random.Generator, f: float, cx: float, cy: float, h_px: float,
-           center: tuple[float, float]) -> _Placed:
+           center: tuple[float, float], difficulty: str = "hard") -> _Placed:
     """Pose a new person so that its keypoint box is centred at ``center`` (pixels)."""
     props = B.sample_proportions(rng)
-    pose = B.sample_pose(rng)
+    easy = difficulty == "easy"
+    pose = B.sample_pose(rng, _EASY_KINDS[int(rng.integers(len(_EASY_KINDS)))] if easy else None)
     lying = bool(pose.lie)
     pitch = rng.uniform(30, 65) if lying else rng.uniform(-8, 22)
-    pts, nrm = B.pose_body(props, pose, yaw=rng.uniform(0, 360), view_pitch=pitch,
-                           roll=rng.normal(0, 4))
+    yaw = rng.uniform(-45, 45) if easy else rng.uniform(0, 360)
+    pts, nrm = B.pose_body(props, pose, yaw=yaw, view_pitch=pitch, roll=rng.normal(0, 4))
     # lying people span their height horizontally; scale them like standing ones
     depth = f * props.height / h_px
     pts[:, 2] += depth
@@ -260,8 +269,8 @@ def _place(rng: np.random.Generator, f: float, cx: float, cy: float, h_px: float
     return _Placed(pts, nrm, props, pose, uv, z, (lo[0], lo[1], hi[0], hi[1]))
 
 
-def _layout(rng: np.random.Generator, split: str, w: int, h: int, f: float
-            ) -> list[_Placed]:
+def _layout(rng: np.random.Generator, split: str, w: int, h: int, f: float,
+            difficulty: str = "hard") -> list[_Placed]:
     cx, cy = (w - 1) / 2, (h - 1) / 2
     s = min(w, h) / 256.0
     people: list[_Placed] = []
@@ -279,7 +288,7 @@ def _layout(rng: np.random.Generator, split: str, w: int, h: int, f: float
                                    * rng.uniform(0.8, 1.2), 40 * s, 230 * s))
                 ctr = (0.5 * (a.box[0] + a.box[2]) + rng.uniform(-0.45, 0.45) * max(aw, 0.3 * ah),
                        0.5 * (a.box[1] + a.box[3]) + rng.uniform(-0.2, 0.2) * ah)
-            people.append(_place(rng, f, cx, cy, hp, ctr))
+            people.append(_place(rng, f, cx, cy, hp, ctr, difficulty))
     else:
         n = int(rng.choice([1, 2, 3, 4, 5, 6], p=[0.28, 0.24, 0.18, 0.13, 0.09, 0.08]))
         hmax = 230 if n <= 2 else (190 if n <= 4 else 150)
@@ -287,7 +296,7 @@ def _layout(rng: np.random.Generator, split: str, w: int, h: int, f: float
             # mostly COCO "medium"/"large" people; the smallest ones end up unlabelled
             hp = float(np.exp(rng.uniform(math.log(60), math.log(hmax)))) * s
             ctr = (rng.uniform(0.08, 0.92) * w, rng.uniform(0.15, 0.85) * h)
-            people.append(_place(rng, f, cx, cy, hp, ctr))
+            people.append(_place(rng, f, cx, cy, hp, ctr, difficulty))
     return people
 
 
@@ -309,7 +318,7 @@ def keypoint_visibility(label: np.ndarray, uv: np.ndarray, fc: np.ndarray, slot:
 
 
 def render_scene(rng: np.random.Generator, split: str, size: tuple[int, int] = (256, 256),
-                 photos: list[str] | None = None) -> Scene:
+                 photos: list[str] | None = None, difficulty: str = "hard") -> Scene:
     """Draw one image: background, clutter, people far-to-near with occluders in between."""
     w, h = size
     f = float(rng.uniform(0.9, 2.2)) * max(w, h)
@@ -318,7 +327,7 @@ def render_scene(rng: np.random.Generator, split: str, size: tuple[int, int] = (
     if rng.random() < 0.3:
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.6, 1.8))
     label = np.zeros((h, w), np.uint8)
-    people = _layout(rng, split, w, h, f)
+    people = _layout(rng, split, w, h, f, difficulty)
     people.sort(key=lambda p: -float(p.z[B.PELVIS]))            # far to near
     n_occ = int(rng.choice([0, 1, 2], p=[0.55, 0.3, 0.15])) if people else 0
     occ_after = sorted(int(i) for i in rng.integers(0, len(people) + 1, n_occ))
