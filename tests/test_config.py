@@ -46,3 +46,25 @@ def test_hash_depends_on_selected_sections():
     c = load_config(None, ["train.epochs=3", "eval.flip_test=false"])
     assert a.hash("train") != b.hash("train")
     assert a.hash("train", "model") == c.hash("train", "model")
+
+
+def test_every_shipped_config_loads():
+    """Each YAML under odkd/configs parses into its typed config (experiment or training)."""
+    import glob
+    import os
+
+    import yaml
+
+    import odkd
+    from odkd.experiment import load_experiment
+
+    root = os.path.join(os.path.dirname(odkd.__file__), "configs")
+    paths = sorted(glob.glob(os.path.join(root, "*.yaml")))
+    assert len(paths) >= 8
+    for p in paths:
+        raw = yaml.safe_load(open(p))
+        if "pt" in raw or "_base_" in raw and "methods" in raw:
+            exp = load_experiment(p)
+            assert exp.seeds and exp.methods, p
+        else:
+            assert load_config(p).data.input_size, p
