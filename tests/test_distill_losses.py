@@ -128,8 +128,9 @@ def test_simultaneous_weights_each_teacher_half():
     gt = _gt()
     student = {"heatmaps": _hm(7), "mask": _logits(8)}
     loss, logs = DistillLoss(cfg, 10)(student, gt, _teachers(), 0)
-    want = (2.0 * logs["gt_kpt"] + 5.0 * logs["gt_mask"] + 3.0 * 0.5 * logs["pt_kpt"]
-            + 3.0 * 0.5 * logs["st_kpt"] + 5.0 * 0.5 * logs["st_seg"])
+    # logged terms are detached 0-d tensors (read back once per log interval by the loop)
+    want = float(2.0 * logs["gt_kpt"] + 5.0 * logs["gt_mask"] + 3.0 * 0.5 * logs["pt_kpt"]
+                 + 3.0 * 0.5 * logs["st_kpt"] + 5.0 * 0.5 * logs["st_seg"])
     assert min(logs[k] for k in ("gt_kpt", "gt_mask", "pt_kpt", "st_kpt", "st_seg")) > 0
     assert loss.item() == pytest.approx(want, rel=1e-5)
 

@@ -98,3 +98,20 @@ def test_pck_counts_labelled_keypoints_within_a_tenth_of_the_box():
     scales = np.array([[125.0, 100.0]])         # box side 100 after removing 1.25 padding
     preds = np.array([[[19, 10], [50, 61], [500, 500]]], float)
     assert pck_hits_batch(preds, gt, scales, 1.25).tolist() == [1.0, 0.0]
+
+
+def test_variants_are_extra_named_methods(tmp_path):
+    from odkd.config import ConfigError
+
+    cfg = tmp_path / "v.yaml"
+    cfg.write_text("methods: [scratch, odkd_tau03]\n"
+                   "variants: {odkd_tau03: [distill.schedule=orderly, distill.binarize_tau=0.3]}\n")
+    exp = load_experiment(str(cfg))
+    assert exp.method_overrides("odkd_tau03")[-1] == "distill.binarize_tau=0.3"
+    assert exp.method_overrides("scratch") == METHODS["scratch"]
+    cfg.write_text("methods: [odkd]\nvariants: {odkd: [distill.binarize_tau=0.3]}\n")
+    with pytest.raises(ConfigError, match="built-in"):
+        load_experiment(str(cfg))
+    cfg.write_text("methods: [odkd_x]\nvariants: {odkd_x: distill.binarize_tau}\n")
+    with pytest.raises(ConfigError, match="variants.odkd_x"):
+        load_experiment(str(cfg))

@@ -68,6 +68,12 @@ class ExperimentConfig:
     students: list = field(default_factory=lambda: ["hrnet_w16"])
     methods: list = field(default_factory=lambda: ["scratch", "fpd_pt", "odkd"])
     seeds: list = field(default_factory=lambda: [0, 1, 2])
+    # extra named methods: name -> overrides on top of the student's (e.g. a binarization
+    # threshold sweep: {odkd_tau03: [distill.schedule=orderly, distill.binarize_tau=0.3]})
+    variants: dict = field(default_factory=dict)
+
+    def method_overrides(self, name: str) -> list:
+        return list(self.variants[name]) if name in self.variants else list(METHODS[name])
 
 
 def load_experiment(path: str, overrides: list[str] = ()) -> ExperimentConfig:
@@ -81,9 +87,17 @@ def load_experiment(path: str, overrides: list[str] = ()) -> ExperimentConfig:
         exp = _build(ExperimentConfig, data, "")
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    unknown = [m for m in exp.methods if m not in METHODS and m not in TEACHER_METHODS]
+    clash = sorted(set(exp.variants) & (set(METHODS) | set(TEACHER_METHODS)))
+    if clash:
+        raise ConfigError(f"{path}: variants {clash} reuse built-in method names")
+    for name, ovs in exp.variants.items():
+        if not isinstance(ovs, list) or not all(isinstance(o, str) and "=" in o for o in ovs):
+            raise ConfigError(f"{path}: variants.{name} must be a list of key=value strings")
+    known = set(METHODS) | set(exp.variants)
+    unknown = [m for m in exp.methods if m not in known and m not in TEACHER_METHODS]
     if unknown:
-        raise ConfigError(f"{path}: methods {unknown} unknown; choose from {sorted(METHODS)}")
+        raise ConfigError(f"{path}: methods {unknown} unknown; choose from {sorted(known)} "
+                          f"or define them under `variants`")
     load_config(None, base=exp.base)  # validate the shared config early
     return exp
 
@@ -242,11 +256,12 @@ def run_experiment(exp: ExperimentConfig, log=print) -> dict:
                          "gflops": round(gflops, 3), **{k: m[k] for k in METRIC_KEYS},
                          "train_s": done["train_s"]})
 
-    runs = [(m, s, seed) for s in exp.students for m in exp.methods if m in METHODS
-            for seed in exp.seeds]
+    runs = [(m, s, seed) for s in exp.students for m in exp.methods
+            if m in METHODS or m in exp.variants for seed in exp.seeds]
     for i, (method, student, seed) in enumerate(runs):
         wd = os.path.join(exp.out, "runs", f"{method}-{student}-s{seed}")
-        ovs = [f"model.name={student}", *exp.student, *METHODS[method], f"train.seed={seed}",
+        ovs = [f"model.name={student}", *exp.student, *exp.method_overrides(method),
+               f"train.seed={seed}",
                f"distill.pt.checkpoint={teacher_ckpt['pt']}",
                f"distill.st.checkpoint={teacher_ckpt['st']}"]
         cfg = _run_config(exp, ovs, wd)

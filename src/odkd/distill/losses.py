@@ -202,9 +202,8 @@ class DistillLoss:
                     warnings.warn(f"distill.seg_weight={c.seg_weight} but the {who} has no mask "
                                   f"output: segmentation imitation is skipped", stacklevel=2)
 
-        # One device->host copy for all logged values instead of one .item() per term.
-        values = torch.stack([loss.detach().float()] + [terms[k].detach().float()
-                                                        for k in LOG_KEYS[1:6]]).tolist()
+        # Detached device tensors: the training loop reads them once per log interval.
+        values = [loss.detach().float()] + [terms[k].detach().float() for k in LOG_KEYS[1:6]]
         logs = dict(zip(LOG_KEYS[:6], values))
         logs["w_pt"], logs["w_st"] = w_pt, w_st
         return loss, logs

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import time
 from contextlib import nullcontext
@@ -48,11 +49,12 @@ class SupervisedObjective:
 
     def __call__(self, out: dict, gt: dict, teacher_out: dict, epoch: int):
         loss = joints_mse(out["heatmaps"], gt["heatmap"], gt["target_weight"])
-        logs = {"loss_gt": float(loss.detach())}
+        # logged values stay on the device: the loop syncs once per log interval, not per step
+        logs = {"loss_gt": loss.detach()}
         if "mask" in out and self.mask_loss_weight > 0:
             lm = mask_bce(out["mask"], gt["mask"], gt["mask_weight"])
             loss = loss + self.mask_loss_weight * lm
-            logs["loss_mask"] = float(lm.detach())
+            logs["loss_mask"] = lm.detach()
         return loss, logs
 
 
@@ -308,8 +310,6 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
                 out = fwd(images)
             t_out = {name: teachers[name](images) for name in needed if teachers.get(name)}
             loss, logs = objective(out, gt, t_out, epoch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, iter {i}: {logs}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.train.grad_clip > 0:
@@ -317,19 +317,27 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
             optimizer.step()
             it_global += 1
             n_img += images.shape[0]
-            logs["loss"] = float(loss.detach())
+            logs["loss"] = loss.detach()
             for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix(loss=f"{sums['loss'] / (i + 1):.3e}", lr=f"{lr:.1e}")
+                sums[k] = sums.get(k, 0.0) + (v.float() if torch.is_tensor(v) else v)
+            # Reading a CUDA value back stalls the queue, so losses are summed on the device and
+            # read (and checked) once per log interval; a NaN is caught at most log_every late.
+            if (i + 1) % max(1, cfg.train.log_every) == 0 or i + 1 == steps:
+                mean_loss = float(sums["loss"]) / (i + 1)
+                if not math.isfinite(mean_loss):
+                    raise FloatingPointError(
+                        f"non-finite loss in epoch {epoch + 1} by iter {i + 1}: "
+                        + ", ".join(f"{k}={float(v):.4g}" for k, v in logs.items()))
+                bar.set_postfix(loss=f"{mean_loss:.3e}", lr=f"{lr:.1e}")
             bar.update(1)
             if writer is not None and it_global % max(1, cfg.train.log_every) == 0:
                 for k, v in logs.items():
-                    writer.add_scalar(f"train/{k}", v, it_global)
+                    writer.add_scalar(f"train/{k}", float(v), it_global)
                 writer.add_scalar("train/lr", lr, it_global)
         bar.close()
         n_steps = max(1, min(steps, len(loader)))
         row = {"epoch": epoch + 1, "lr": lr_at(cfg, epoch, it_global),
-               **{k: v / n_steps for k, v in sums.items()},
+               **{k: float(v) / n_steps for k, v in sums.items()},
                "img_s": n_img * world / max(1e-9, time.time() - t0)}
 
         # final_eval=False: the caller evaluates the result itself (odkd experiment)
