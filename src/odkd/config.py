@@ -118,7 +118,7 @@ class DistillConfig:
     fpd_alpha: float = 0.5              # FPD: (1-a)*MSE(GT) + a*MSE(teacher)
     fpd_teacher: str = "pt"             # which teacher FPD uses: pt | st
     binarize_targets: list = field(default_factory=lambda: ["teacher"])  # any of gt, teacher
-    binarize_mode: str = "mask"         # none | hard | mask (provisional default, see README)
+    binarize_mode: str = "mask"         # none | hard | mask (demo-scale ablation in README)
     binarize_tau: float = 0.5           # threshold as a fraction of each map's peak
 
 
