@@ -63,7 +63,7 @@ def test_every_shipped_config_loads():
     assert len(paths) >= 8
     for p in paths:
         raw = yaml.safe_load(open(p))
-        if "pt" in raw or "_base_" in raw and "methods" in raw:
+        if "pt" in raw or ("_base_" in raw and "methods" in raw):  # experiment configs
             exp = load_experiment(p)
             assert exp.seeds and exp.methods, p
         else:

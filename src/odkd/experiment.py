@@ -136,12 +136,12 @@ def _data_key(exp: ExperimentConfig) -> str:
     """Short hash of the generated dataset's spec ('' when the experiment brings its data)."""
     if exp.synth is None:
         return ""
+    import dataclasses
     import hashlib
 
-    s = exp.synth
-    blob = json.dumps({"train": s.train, "val": s.val, "occluded": s.occluded, "seed": s.seed,
-                       "size": list(s.size), "difficulty": s.difficulty}, sort_keys=True)
-    return hashlib.sha1(blob.encode()).hexdigest()[:8]
+    # every field but the folder (already part of each run's data paths)
+    spec = {k: v for k, v in dataclasses.asdict(exp.synth).items() if k != "root"}
+    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _run_config(exp: ExperimentConfig, overrides: list[str], workdir: str) -> Config:
