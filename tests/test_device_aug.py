@@ -1,4 +1,8 @@
-"""The device augmentation path (odkd.data.device_aug) against the CPU path (TopDownDataset)."""
+"""The device augmentation path (odkd.data.device_aug) against the CPU path (TopDownDataset).
+
+``ODKD_TEST_DEVICE=cuda`` runs the device path on a GPU (default: cpu, as in CI).
+"""
+import os
 from pathlib import Path
 
 import cv2
@@ -16,6 +20,7 @@ from odkd.data.keypoints import COCO_KEYPOINTS, COCO_UPPER_BODY, flip_pairs_from
 from odkd.data.targets import encode_heatmaps
 
 PAIRS = flip_pairs_from_names(COCO_KEYPOINTS)
+DEVICE = os.environ.get("ODKD_TEST_DEVICE", "cpu")
 
 
 def _person(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray, list]:
@@ -69,8 +74,8 @@ def _both(cpu, dec, epoch):
     dec.set_epoch(epoch)
     n = len(cpu)
     ref = [cpu[i] for i in range(n)]
-    out = DeviceAugment.for_dataset(dec, "cpu")(collate_decoded([dec[i] for i in range(n)]))
-    return ref, out
+    out = DeviceAugment.for_dataset(dec, DEVICE)(collate_decoded([dec[i] for i in range(n)]))
+    return ref, {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
 
 
 def _to_uint8(image: torch.Tensor) -> np.ndarray:

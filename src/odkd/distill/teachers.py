@@ -27,9 +27,10 @@ class FrozenTeacher(nn.Module):
     everything it holds cannot switch the teacher's BatchNorm/Dropout to training behaviour.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, amp: bool = True) -> None:
         super().__init__()
         self.model = model
+        self.amp = amp  # bf16 autocast on CUDA (off only for the naive baseline of bench train)
         self.model.requires_grad_(False)
         super().train(False)
 
@@ -42,7 +43,7 @@ class FrozenTeacher(nn.Module):
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            if images.device.type == "cuda":
+            if self.amp and images.device.type == "cuda":
                 with torch.autocast("cuda", dtype=torch.bfloat16):
                     out = self.model(images)
             else:

@@ -2,7 +2,8 @@
 
 Prints one JSON object:
 
-- ``naive_img_s``: eager fp32, CPU augmentation in DataLoader workers (TopDownDataset), NCHW.
+- ``naive_img_s``: eager fp32 (teachers too), CPU augmentation in DataLoader workers
+  (TopDownDataset), NCHW.
 - ``optimized_img_s``: decode-only workers + :mod:`odkd.data.device_aug`, bf16 autocast,
   channels_last and ``torch.compile`` (the last three on CUDA only: on CPU they slow these
   models down or take minutes to compile, so the CPU "optimized" path is device aug only; the
@@ -190,10 +191,10 @@ def run(args) -> int:
         dec_loader = _loader(decoded, args.batch, w, device, collate_decoded)
         cpu_batches, dec_batches = _forever(cpu_loader, train_set), _forever(dec_loader, decoded)
 
-        def teachers() -> dict:
+        def teachers(amp: bool) -> dict:
             keys = ["pt", "st"][:len(names)]
-            return {k: FrozenTeacher(build_model(n, cfg.model.num_joints, False)).to(device)
-                    for k, n in zip(keys, names)}
+            return {k: FrozenTeacher(build_model(n, cfg.model.num_joints, False), amp=amp)
+                    .to(device) for k, n in zip(keys, names)}
 
         n = args.batch
         res: dict = {}
@@ -207,7 +208,7 @@ def run(args) -> int:
 
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
-        naive = _Stepper(cfg, device, teachers(), amp=False, channels_last=False,
+        naive = _Stepper(cfg, device, teachers(False), amp=False, channels_last=False,
                          compile_=False, compile_mode="default")
 
         def naive_step() -> None:
@@ -216,7 +217,7 @@ def run(args) -> int:
         res["naive_img_s"] = n / _time(naive_step, args.warmup, args.steps, device)
         del naive
 
-        opt = _Stepper(cfg, device, teachers(), amp=cuda, channels_last=cuda, compile_=compile_,
+        opt = _Stepper(cfg, device, teachers(cuda), amp=cuda, channels_last=cuda, compile_=compile_,
                        compile_mode=args.compile_mode)
 
         def opt_step() -> None:
