@@ -182,8 +182,9 @@ def test_bad_arguments(tmp_path):
                        progress=False)
 
 
-def test_easy_difficulty_keeps_people_upright_and_facing_the_camera():
+def test_difficulty_levels_control_pose_and_viewpoint():
     """easy: head above ankles and the left shoulder on the image's right (facing us);
+    medium: every pose kind (some people not upright) but still facing us;
     hard (default) has lying and back views, so both fail for some people."""
     def stats(difficulty):
         upright, facing, n = 0, 0, 0
@@ -196,11 +197,12 @@ def test_easy_difficulty_keeps_people_upright_and_facing_the_camera():
                     facing += k[5, 0] > k[6, 0]
         return upright / n, facing / n
 
-    easy, hard = stats("easy"), stats("hard")
+    easy, medium, hard = stats("easy"), stats("medium"), stats("hard")
     assert easy[0] == 1.0 and easy[1] > 0.9
+    assert medium[0] < 1.0 and medium[1] > 0.9
     assert hard[0] < 1.0 and hard[1] < 0.8
 
 
 def test_bad_difficulty(tmp_path):
     with pytest.raises(OdkdError, match="--difficulty"):
-        generate_split(str(tmp_path), "val", 1, 0, progress=False, difficulty="medium")
+        generate_split(str(tmp_path), "val", 1, 0, progress=False, difficulty="extreme")

@@ -18,7 +18,12 @@ export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 LOG=$OUT/log.txt
 T0=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
-odkd() { python3 -c 'import sys; from odkd.cli import main; sys.exit(main(sys.argv[1:]))' "$@"; }
+# an `odkd` executable (no pip install there: the machine's own torch must stay), for `timeout`
+mkdir -p /tmp/odkd-bin
+printf '#!/bin/sh\nexec python3 -c "import sys; from odkd.cli import main; sys.exit(main(sys.argv[1:]))" "$@"\n' \
+  >/tmp/odkd-bin/odkd
+chmod +x /tmp/odkd-bin/odkd
+export PATH=/tmp/odkd-bin:$PATH
 
 step() {  # step NAME LIMIT_S command...
   local name=$1 limit=$2 l s rc; shift 2
@@ -60,7 +65,7 @@ step bench_eager 150 odkd "${BENCH[@]}" --compile off
 
 # a short real run on the device: train (device aug, bf16, channels_last), then distil from it
 D=/tmp/odkd-gpu-data
-step synth 60 bash -c "$(declare -f odkd); odkd synth --out $D --split train --num-images \
+step synth 60 bash -c "odkd synth --out $D --split train --num-images \
 $N_TRAIN --seed 0 --difficulty easy && odkd synth --out $D --split val --num-images 50 --seed 1 \
 --difficulty easy"
 COMMON=(data.train_ann=$D/annotations/person_keypoints_train.json data.train_images=$D/train

@@ -18,7 +18,7 @@ def register(sub) -> None:
                    help="images to write (default 1000; --bench: 500)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, nargs=2, default=[256, 256], metavar=("W", "H"))
-    p.add_argument("--difficulty", default="hard", choices=["easy", "hard"],
+    p.add_argument("--difficulty", default="hard", choices=["easy", "medium", "hard"],
                    help="hard (default): every pose kind at any yaw; easy: upright people "
                         "facing the camera (what a 2-core CPU can learn in minutes)")
     p.add_argument("--backgrounds", metavar="DIR", default=None,
