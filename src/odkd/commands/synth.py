@@ -19,8 +19,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, nargs=2, default=[256, 256], metavar=("W", "H"))
     p.add_argument("--difficulty", default="hard", choices=["easy", "medium", "hard"],
-                   help="hard (default): every pose kind at any yaw; easy: upright people "
-                        "facing the camera (what a 2-core CPU can learn in minutes)")
+                   help="hard (default): every pose kind at any yaw; medium: every pose kind "
+                        "facing the camera; easy: upright people facing the camera (what a "
+                        "2-core CPU can learn in minutes)")
     p.add_argument("--backgrounds", metavar="DIR", default=None,
                    help="folder of photos mixed in as backgrounds")
     p.add_argument("--workers", type=int, default=None,
