@@ -53,7 +53,7 @@ torch.cuda.get_device_name(0), "cv2", cv2.__version__, "numpy", numpy.__version_
 if [ "$SMALL" = 1 ]; then
   B=16; IMGS=32; STEPS=3; WARM=1; SIZE="64 96"; N_TRAIN=40; ITERS=4; CFG="input_size=[64,96]"
 else
-  B=${BATCH:-128}; IMGS=$(( B + 32 )); STEPS=30; WARM=5; SIZE="192 256"; N_TRAIN=600; ITERS=60
+  B=$BATCH; IMGS=$(( B + 32 )); STEPS=30; WARM=5; SIZE="192 256"; N_TRAIN=600; ITERS=60
   CFG="input_size=[192,256]"
 fi
 W=$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))

@@ -256,8 +256,8 @@ def _place(rng: np.random.Generator, f: float, cx: float, cy: float, h_px: float
     pose = B.sample_pose(rng, _EASY_KINDS[int(rng.integers(len(_EASY_KINDS)))] if easy else None)
     lying = bool(pose.lie)
     pitch = rng.uniform(30, 65) if lying else rng.uniform(-8, 22)
-    yaw = rng.uniform(-_MAX_YAW[difficulty], _MAX_YAW[difficulty]) if difficulty in _MAX_YAW \
-        else rng.uniform(0, 360)
+    max_yaw = _MAX_YAW.get(difficulty)  # None: any yaw (hard)
+    yaw = rng.uniform(-max_yaw, max_yaw) if max_yaw else rng.uniform(0, 360)
     pts, nrm = B.pose_body(props, pose, yaw=yaw, view_pitch=pitch, roll=rng.normal(0, 4))
     # lying people span their height horizontally; scale them like standing ones
     depth = f * props.height / h_px
