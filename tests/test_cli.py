@@ -20,3 +20,17 @@ def test_unknown_words_are_still_errors(capsys):
     assert "--bogus" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a command without overrides takes no key=value words
         parse_args(["synth", "--out", "d", "--split", "val", "a=1"])
+
+
+def test_synth_difficulty_choices_match_the_generator():
+    """commands/synth.py writes the levels out (no OpenCV import to build the CLI); they and
+    the default must stay those of odkd.synth.scene, as must the experiment's SynthSpec."""
+    from odkd.experiment import SynthSpec
+    from odkd.synth.scene import DEFAULT_DIFFICULTY, DIFFICULTIES
+
+    args = parse_args(["synth", "--out", "d"])
+    assert args.difficulty == DEFAULT_DIFFICULTY == SynthSpec().difficulty
+    with pytest.raises(SystemExit):
+        parse_args(["synth", "--out", "d", "--difficulty", "extreme"])
+    for level in DIFFICULTIES:
+        assert parse_args(["synth", "--out", "d", "--difficulty", level]).difficulty == level

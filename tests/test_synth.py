@@ -185,7 +185,7 @@ def test_bad_arguments(tmp_path):
 def test_difficulty_levels_control_pose_and_viewpoint():
     """easy: head above ankles and the left shoulder on the image's right (facing us);
     medium: every pose kind (some people not upright) but still facing us;
-    hard (default) has lying and back views, so both fail for some people."""
+    hard has lying and back views, so both fail for some people."""
     def stats(difficulty):
         upright, facing, n = 0, 0, 0
         for i in range(12):

@@ -51,7 +51,7 @@ class SynthSpec:
     train: int = 2000
     val: int = 300
     occluded: int = 300
-    difficulty: str = "hard"    # SynthPose --difficulty: easy | medium | hard (see scene.py)
+    difficulty: str = "medium"  # SynthPose --difficulty: easy | medium | hard (see scene.py)
 
 
 @dataclass

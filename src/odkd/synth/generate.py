@@ -19,7 +19,7 @@ from pycocotools import mask as mask_utils
 import odkd
 from odkd.data.keypoints import COCO_KEYPOINTS, COCO_SKELETON
 from odkd.errors import OdkdError
-from odkd.synth.scene import DIFFICULTIES, SPLITS, Scene, list_backgrounds, render_scene
+from odkd.synth.scene import DEFAULT_DIFFICULTY, DIFFICULTIES, SPLITS, Scene, list_backgrounds, render_scene
 
 GENERATOR_VERSION = "synthpose-2"
 JPEG_QUALITY = 90
@@ -36,7 +36,7 @@ CATEGORIES = [{"id": 1, "name": "person", "supercategory": "person",
 
 
 def _check(split: str, num_images: int, seed: int, size: tuple[int, int],
-           difficulty: str = "hard") -> None:
+           difficulty: str = DEFAULT_DIFFICULTY) -> None:
     if split not in SPLITS:
         raise OdkdError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
     if difficulty not in DIFFICULTIES:
@@ -54,7 +54,7 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def make_scene(seed: int, split: str, index: int, size: tuple[int, int] = (256, 256),
-               photos: list[str] | None = None, difficulty: str = "hard") -> Scene:
+               photos: list[str] | None = None, difficulty: str = DEFAULT_DIFFICULTY) -> Scene:
     return render_scene(image_rng(seed, split, index), split, tuple(size), photos, difficulty)
 
 
@@ -103,7 +103,7 @@ def encode_jpeg(img: np.ndarray) -> bytes:
 
 
 def render_image(seed: int, split: str, index: int, size: tuple[int, int] = (256, 256),
-                 photos: list[str] | None = None, difficulty: str = "hard"
+                 photos: list[str] | None = None, difficulty: str = DEFAULT_DIFFICULTY
                  ) -> tuple[bytes, list[dict], Scene]:
     """JPEG bytes, annotations (no ids) and the scene (image + label map) of one image."""
     scene = make_scene(seed, split, index, size, photos, difficulty)
@@ -147,7 +147,7 @@ def mean_max_iou(images: list[dict], anns: list[dict]) -> float:
 def generate_split(out_dir: str, split: str, num_images: int, seed: int,
                    size: tuple[int, int] = (256, 256), backgrounds: str | None = None,
                    workers: int | None = None, progress: bool = True,
-                   difficulty: str = "hard") -> dict[str, Any]:
+                   difficulty: str = DEFAULT_DIFFICULTY) -> dict[str, Any]:
     """Write ``out_dir/annotations/person_keypoints_{split}.json`` and ``out_dir/{split}/*.jpg``.
 
     Returns a summary dict (counts, mean max-IoU between boxes, paths, timing).
