@@ -47,12 +47,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     a = ap.parse_args(argv)
     runs = {(m, s): _run(os.path.join(a.dir, f"{m}_s{s}")) for m in a.models for s in a.seeds}
-    missing = [f"{m}_s{s}" for (m, s), r in runs.items()
-               if r is None or r["occ"] is None or r["val"] is None]
-    if missing:
-        print(f"[sizes] not finished in {a.dir}: {', '.join(missing)}", file=sys.stderr)
     done = {k: r for k, r in runs.items()
             if r is not None and r["occ"] is not None and r["val"] is not None}
+    missing = [f"{m}_s{s}" for m, s in runs if (m, s) not in done]
+    if missing:
+        print(f"[sizes] not finished in {a.dir}: {', '.join(missing)}", file=sys.stderr)
     if not done:
         return 1
     # the epochs every run evaluated (a run resumed with another eval_every has extra ones)

@@ -41,7 +41,7 @@ def bench(num_images: int = 500, size: tuple[int, int] = (256, 256), split: str 
     """
     size = (int(size[0]), int(size[1]))
     _init_worker()
-    _render_range((10**6, 5, split, size, difficulty))       # warm-up: texture tiles, imports
+    _render_range((10**6, 5, split, size, difficulty))  # warm-up: texture tiles, imports
     t0 = time.perf_counter()
     if workers <= 1:
         cpu = _render_range((0, num_images, split, size, difficulty))
@@ -60,7 +60,8 @@ def bench(num_images: int = 500, size: tuple[int, int] = (256, 256), split: str 
         "images_per_s_per_core": round(rate / max(workers, 1), 1),
         "images_per_cpu_s": round(num_images / max(cpu, 1e-9), 1),
         "images_per_s": round(rate, 1), "workers": max(workers, 1), "num_images": num_images,
-        "size": list(size), "split": split, "difficulty": difficulty, "includes": "render+masks+RLE+JPEG (no disk)",
+        "size": list(size), "split": split, "difficulty": difficulty,
+        "includes": "render+masks+RLE+JPEG (no disk)",
         "machine": f"{platform.machine()} {cpu_name()}",
         "cpu_count": os.cpu_count(), "python": platform.python_version(),
     }

@@ -19,7 +19,8 @@ from pycocotools import mask as mask_utils
 import odkd
 from odkd.data.keypoints import COCO_KEYPOINTS, COCO_SKELETON
 from odkd.errors import OdkdError
-from odkd.synth.scene import DEFAULT_DIFFICULTY, DIFFICULTIES, SPLITS, Scene, list_backgrounds, render_scene
+from odkd.synth.scene import (DEFAULT_DIFFICULTY, DIFFICULTIES, SPLITS, Scene, list_backgrounds,
+                              render_scene)
 
 GENERATOR_VERSION = "synthpose-2"
 JPEG_QUALITY = 90
