@@ -196,3 +196,24 @@ def test_real_mini_coco_and_ochuman(real_mini):
 
     recs = load_detections(str(real_mini / "coco" / "test_coco_det_AP_H_56.json"), ev, 0.0)
     assert len(recs) == 118 and {r.image_id for r in recs} <= set(ev.images)
+
+
+def test_clip_box_hrnet_rule():
+    from odkd.data.coco import clip_box
+    # official HRNet: x2 = min(W - 1, max(0, x) + max(0, w - 1))
+    assert clip_box([10, 20, 30, 40], 100, 100, "hrnet") == ([10, 20, 29, 39], "")
+    assert clip_box([-5, 0, 30, 200], 100, 100, "hrnet") == ([0, 0, 29, 99], "")
+    assert clip_box([10, 20, 30, 40], 100, 100) == ([10, 20, 30, 40], "")
+    assert clip_box([-5, 0, 30, 200], 100, 100) == ([0, 0, 25, 100], "")
+    assert clip_box([150, 0, 30, 40], 100, 100, "hrnet")[1] == "bbox_outside_image"
+
+
+def test_detections_unclipped_for_hrnet(tmp_path):
+    path = write_set(tmp_path, [ann(1, 1, [10, 10, 30, 40])], write_images=False)
+    coco = load_coco(str(path), str(tmp_path), train=False, check_images=False)
+    dets = tmp_path / "d.json"
+    dets.write_text(json.dumps([{"image_id": 1, "category_id": 1, "score": 0.9,
+                                 "bbox": [-10, -10, 50, 60]}]))
+    assert load_detections(str(dets), coco, check_images=False)[0].bbox == [0, 0, 40, 50]
+    assert load_detections(str(dets), coco, check_images=False, clip=False)[0].bbox == \
+        [-10, -10, 50, 60]

@@ -118,3 +118,27 @@ def test_flip_average_unbiased_with_default_shift():
     # the alternatives are measurably biased: HRNet's 1 px by +1/8, no shift by -3/8
     assert _flip_bias(1.0) == pytest.approx(0.125, abs=0.03)
     assert _flip_bias(False) == pytest.approx(-0.375, abs=0.03)
+
+
+def _identity_decode(hm, protocol):
+    """Decode with a crop whose inverse affine is the identity (heatmap px = image px)."""
+    n, k, h, w = hm.shape
+    centers = np.tile([[w / 2, h / 2]], (n, 1))
+    scales = np.tile([[w, h]], (n, 1))
+    return decode_heatmaps(hm, centers, scales, protocol=protocol)[0]
+
+
+def test_hrnet_protocol_border_and_nonpositive_rules():
+    hm = np.zeros((1, 3, 8, 10), np.float32)
+    hm[0, 0, 4, 1] = 1.0; hm[0, 0, 4, 2] = 0.5; hm[0, 0, 5, 1] = 0.5   # max in column 1
+    hm[0, 1, 4, 5] = 1.0; hm[0, 1, 4, 6] = 0.5; hm[0, 1, 3, 5] = 0.5   # interior
+    hm[0, 2] = -1.0; hm[0, 2, 6, 7] = -0.1                              # never positive
+    odkd, hrnet = _identity_decode(hm, "odkd"), _identity_decode(hm, "hrnet")
+    np.testing.assert_allclose(odkd[0, 0], [1.25, 4.25], atol=1e-4)    # odkd: per axis, x >= 1
+    np.testing.assert_allclose(hrnet[0, 0], [1.0, 4.0], atol=1e-4)     # hrnet: needs x >= 2
+    np.testing.assert_allclose(odkd[0, 1], [5.25, 3.75], atol=1e-4)    # same rule inside
+    np.testing.assert_allclose(hrnet[0, 1], [5.25, 3.75], atol=1e-4)
+    np.testing.assert_allclose(odkd[0, 2], [7.0, 6.0], atol=1e-4)      # odkd keeps the argmax
+    np.testing.assert_allclose(hrnet[0, 2], [0.0, 0.0], atol=1e-4)     # hrnet: crop corner
+    with pytest.raises(ValueError, match="quarter"):
+        decode_heatmaps(hm, [[5, 4]], [[10, 8]], method="dark", protocol="hrnet")

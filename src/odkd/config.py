@@ -94,6 +94,13 @@ class EvalConfig:
     oks_nms_thr: float = 0.9
     in_vis_thr: float = 0.2             # keypoint score above which it counts in rescoring
     rescore: bool = True
+    # Evaluation precision, independent of train.amp: a bf16-trained model is still scored in
+    # fp32 unless asked (none | bf16).
+    amp: str = "none"
+    # odkd | hrnet: hrnet reproduces the official HRNet test rules (GT box w-1/h-1 clipped to
+    # W-1/H-1, unclipped detection boxes, both-axes 2..w-2 quarter offset, non-positive maps at
+    # the crop corner, 1-px flip shift); see engine.evaluate.PROTOCOLS.
+    protocol: str = "odkd"
 
 
 @dataclass

@@ -34,6 +34,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import torch
 
+    from odkd.data.coco import detections_summary
     from odkd.engine.evaluate import build_eval_records, format_metrics, run_evaluation
     from odkd.models.checkpoint import build_from_checkpoint, read_checkpoint
     from odkd.utils import pick_device
@@ -55,7 +56,7 @@ def run(args) -> int:
     if ort_model is not None:
         # Settings, input size and flip pairs come from the export's metadata.
         cfg = ort_model.spec.eval_config(args.config, overrides)
-        cfg.train.amp = "none"
+        cfg.train.amp = cfg.eval.amp = "none"
     elif args.checkpoint and not args.config:
         ck = read_checkpoint(args.checkpoint)
         if isinstance(ck, dict) and ck.get("format") == "odkd" and "config" in ck:
@@ -85,9 +86,13 @@ def run(args) -> int:
                                       num_joints=None, with_mask=None)
         model.to(device).eval()
         cfg.model.name = getattr(model, "odkd_name", cfg.model.name)
-    coco, records = build_eval_records(cfg, ann, images, boxes, oracle=args.oracle)
-    print(f"[odkd] {coco.summary()}; evaluating {len(records)} boxes ({'GT' if boxes == 'gt' else boxes})"
-          f"{' with the GT oracle' if args.oracle else ''}")
+    skipped: dict = {}
+    coco, records = build_eval_records(cfg, ann, images, boxes, oracle=args.oracle,
+                                       skipped=skipped)
+    what = "GT" if boxes == "gt" else detections_summary(boxes, records, skipped)
+    print(f"[odkd] {coco.summary()}; evaluating {len(records)} boxes ({what})"
+          f"{' with the GT oracle' if args.oracle else ''}; protocol {cfg.eval.protocol}, "
+          f"{'bf16' if cfg.eval.amp == 'bf16' and not args.oracle else 'fp32'}")
     out_dir = args.out
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)

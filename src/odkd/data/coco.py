@@ -117,9 +117,27 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def clip_box(box: list[float], width: int, height: int) -> tuple[list[float] | None, str]:
-    """Clip ``[x, y, w, h]`` to the image; returns (box, "") or (None, skip reason)."""
+BOX_RULES = ("odkd", "hrnet")
+
+
+def clip_box(box: list[float], width: int, height: int, rule: str = "odkd"
+             ) -> tuple[list[float] | None, str]:
+    """Clip ``[x, y, w, h]`` to the image; returns (box, "") or (None, skip reason).
+
+    ``rule="odkd"``: the box covers [x, x + w) and is clipped to [0, width].
+    ``rule="hrnet"``: the official HRNet GT rule: x2 = min(width - 1, max(0, x) + max(0, w - 1))
+    (so the box shrinks by one pixel, measured from the clipped x), kept when x2 >= x1.
+    """
     x, y, w, h = box
+    if rule == "hrnet":
+        x1, y1 = max(0.0, x), max(0.0, y)
+        x2 = min(width - 1.0, x1 + max(0.0, w - 1.0))
+        y2 = min(height - 1.0, y1 + max(0.0, h - 1.0))
+        if x2 < x1 or y2 < y1:
+            return None, "bbox_outside_image"
+        if x2 == x1 and y2 == y1:  # zero crop size: no affine exists
+            return None, "degenerate_bbox"
+        return [x1, y1, x2 - x1, y2 - y1], ""
     if w <= 0 or h <= 0:
         return None, "degenerate_bbox"
     x1, y1 = max(0.0, x), max(0.0, y)
@@ -215,13 +233,17 @@ def check_image_files(paths: list[str], source: str) -> None:
 # ------------------------------------------------------------------------------- GT annotations
 
 def load_coco(ann_file: str, image_dir: str, *, train: bool, flip_pairs=None,
-              upper_body_ids=None, check_images: bool = True) -> CocoPoseSet:
+              upper_body_ids=None, check_images: bool = True, box_rule: str = "odkd"
+              ) -> CocoPoseSet:
     """Load a COCO person_keypoints json.
 
     ``train=True`` drops crowds and people without labelled keypoints (nothing to learn).
     ``train=False`` keeps every non-crowd person with a box, which is the set mmpose's
     ``use_gt_bbox`` evaluates. Records are sorted by (image id, annotation id).
+    ``box_rule``: how GT boxes are clipped (see :func:`clip_box`).
     """
+    if box_rule not in BOX_RULES:
+        raise ValueError(f"box_rule must be one of {BOX_RULES}, got {box_rule!r}")
     data = read_json(ann_file, "annotation file")
     if not isinstance(data, dict):
         raise DataError(f"{ann_file}: top level must be an object with images/annotations/"
@@ -281,7 +303,7 @@ def load_coco(ann_file: str, image_dir: str, *, train: bool, flip_pairs=None,
         area = ann.get("area")
         if area is not None and not _is_num(area):
             raise DataError(f"{where} field area: expected a number, got {_short(area)}")
-        box, reason = clip_box(box, img["width"], img["height"])
+        box, reason = clip_box(box, img["width"], img["height"], box_rule)
         if box is None:
             skipped[reason] += 1
             continue
@@ -313,12 +335,14 @@ def load_coco(ann_file: str, image_dir: str, *, train: bool, flip_pairs=None,
 # ----------------------------------------------------------------------------------- detections
 
 def load_detections(det_file: str, coco_set: CocoPoseSet, score_thr: float = 0.0, *,
-                    check_images: bool = True, skipped: dict[str, int] | None = None
-                    ) -> list[PersonRecord]:
+                    check_images: bool = True, skipped: dict[str, int] | None = None,
+                    clip: bool = True) -> list[PersonRecord]:
     """Person boxes from a COCO results json (``[{image_id, category_id, bbox, score}, ...]``).
 
     Keeps the person category with ``score >= score_thr``; boxes on images absent from
     ``coco_set`` are skipped and counted into ``skipped`` (when given) like other skips.
+    ``clip=False`` keeps boxes as the detector gave them (official HRNet; only empty boxes are
+    dropped), otherwise they are clipped to the image and dropped when outside it.
     """
     data = read_json(det_file, "detection file")
     if not isinstance(data, list):
@@ -349,7 +373,11 @@ def load_detections(det_file: str, coco_set: CocoPoseSet, score_thr: float = 0.0
         if img is None:
             counts["unknown_image"] += 1
             continue
-        box, reason = clip_box(box, img["width"], img["height"])
+        if clip:
+            box, reason = clip_box(box, img["width"], img["height"])
+        else:
+            reason = "degenerate_bbox" if box[2] <= 0 or box[3] <= 0 else ""
+            box = None if reason else box
         if box is None:
             counts[reason] += 1
             continue

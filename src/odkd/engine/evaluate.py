@@ -16,16 +16,52 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from odkd.config import Config
-from odkd.data.coco import CocoPoseSet, PersonRecord, load_coco, load_detections
+from odkd.config import Config, ConfigError
+from odkd.data.coco import (CocoPoseSet, PersonRecord, detections_summary, format_skips,
+                            load_coco, load_detections)
 from odkd.data.dataset import TopDownDataset
 from odkd.engine import dist as odist
-from odkd.errors import OdkdError
-from odkd.eval.coco_eval import evaluate_coco, rescore_and_nms
+from odkd.errors import DataError, OdkdError
+from odkd.eval.coco_eval import evaluate_coco, rescore_and_nms, write_metrics
 from odkd.eval.decode import decode_heatmaps, flip_back
 
 
 PCK_THR = 0.1
+# eval.protocol: "odkd" (default, exact geometry) or "hrnet" (the official HRNet test rules, to
+# reproduce its numbers for the same checkpoint). The differences, all in box handling,
+# decoding and the flip shift (README "Evaluation protocol"):
+#   GT boxes         odkd [x, x + w) clipped to [0, W]; hrnet w - 1, h - 1, clipped to W-1, H-1
+#   detection boxes  odkd clipped to the image (dropped when outside); hrnet used as given
+#   quarter offset   odkd per axis where 1 <= x <= w-2; hrnet both axes, 2 <= x, y <= w-2, h-2
+#   max <= 0         odkd keeps the argmax; hrnet puts the joint at heatmap (0, 0)
+#   flip shift       odkd (stride - 1) / stride px (exact); hrnet 1 px
+PROTOCOLS = ("odkd", "hrnet")
+AMP_MODES = ("none", "bf16")
+
+
+def check_eval_config(cfg: Config) -> None:
+    """ConfigError for eval settings that would otherwise fail (or be ignored) mid-run."""
+    if cfg.eval.protocol not in PROTOCOLS:
+        raise ConfigError(f"eval.protocol: expected one of {', '.join(PROTOCOLS)}, got "
+                          f"{cfg.eval.protocol!r}")
+    if cfg.eval.amp not in AMP_MODES:
+        raise ConfigError(f"eval.amp: expected one of {', '.join(AMP_MODES)}, got "
+                          f"{cfg.eval.amp!r}")
+    if cfg.eval.decode not in ("quarter", "dark"):
+        raise ConfigError(f"eval.decode: expected quarter or dark, got {cfg.eval.decode!r}")
+    if cfg.eval.protocol == "hrnet" and cfg.eval.decode != "quarter":
+        raise ConfigError("eval.protocol hrnet decodes with the quarter offset; "
+                          f"eval.decode={cfg.eval.decode} is not part of it")
+
+
+def flip_shift(cfg: Config) -> float:
+    """Heatmap-pixel shift of the flipped maps (decode.flip_back) for cfg.eval."""
+    if not cfg.eval.shift_heatmap:
+        return 0.0
+    if cfg.eval.protocol == "hrnet":
+        return 1.0
+    stride = cfg.data.heatmap_stride
+    return (stride - 1) / stride
 
 
 @torch.no_grad()
@@ -62,14 +98,30 @@ def attach_gt_to_detections(dets: list[PersonRecord], gt: list[PersonRecord]
 
 
 def build_eval_records(cfg: Config, ann_file: str, image_dir: str, boxes: str,
-                       oracle: bool = False) -> tuple[CocoPoseSet, list[PersonRecord]]:
+                       oracle: bool = False, skipped: dict | None = None
+                       ) -> tuple[CocoPoseSet, list[PersonRecord]]:
+    """(GT set, records to predict) for ``boxes`` 'gt' or a detection file, under
+    ``cfg.eval.protocol``'s box rules. DataError when there is nothing to evaluate: a score of
+    0 for an empty set would look like a result. ``skipped`` (when given) receives the
+    detection skip counts."""
+    check_eval_config(cfg)
+    hrnet = cfg.eval.protocol == "hrnet"
     coco = load_coco(ann_file, image_dir, train=False, flip_pairs=cfg.data.flip_pairs,
-                     upper_body_ids=cfg.data.upper_body_ids)
+                     upper_body_ids=cfg.data.upper_body_ids,
+                     box_rule="hrnet" if hrnet else "odkd")
+    if not coco.records:
+        raise DataError(f"{ann_file}: field annotations: no person to evaluate (needs a "
+                        "non-crowd person with labelled keypoints and a box inside its image)"
+                        + format_skips(coco.skipped))
     if boxes == "gt":
         return coco, list(coco.records)
     if not os.path.exists(boxes):
         raise OdkdError(f"--boxes: detection file not found: {boxes} (or use 'gt')")
-    dets = load_detections(boxes, coco, cfg.data.det_score_thr)
+    counts: dict[str, int] = {} if skipped is None else skipped
+    dets = load_detections(boxes, coco, cfg.data.det_score_thr, skipped=counts, clip=not hrnet)
+    if not dets:
+        raise DataError(f"{boxes}: field bbox: no usable detection box "
+                        f"({detections_summary(boxes, dets, counts)})")
     if oracle:
         dets = attach_gt_to_detections(dets, coco.records)
     return coco, dets
@@ -80,8 +132,12 @@ def run_evaluation(cfg: Config, model, coco: CocoPoseSet, records: list[PersonRe
                    progress: bool = True, desc: str = "eval") -> dict:
     """Predict every record (sharded across ranks under torchrun), then COCO-evaluate on rank 0.
 
-    Returns the metrics dict (AP, AP50, AP75, APm, APl, AR) on every rank.
+    Every image of ``coco.ann_file`` is scored (as the official tools do), so people in
+    images without a box count as misses. Returns the metrics dict (AP, AP50, AP75, APm, APl,
+    AR, plus PCK with GT boxes) on every rank; ``metrics.json`` holds the same keys.
     """
+    check_eval_config(cfg)
+    shift = flip_shift(cfg)
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) \
         if torch.distributed.is_initialized() else (0, 1)
     shard = records[rank::world]
@@ -99,14 +155,16 @@ def run_evaluation(cfg: Config, model, coco: CocoPoseSet, records: list[PersonRe
             heat = batch["heatmap"].float()
         else:
             images = batch["image"].to(device, non_blocking=True)
+            # eval.amp, not train.amp: a bf16-trained model is still scored in fp32.
             amp = torch.autocast(device.type, dtype=torch.bfloat16) \
-                if cfg.train.amp == "bf16" else nullcontext()
+                if cfg.eval.amp == "bf16" else nullcontext()
             with amp:
                 heat = predict_heatmaps(model, images, coco.flip_pairs, cfg.eval.flip_test,
-                                        cfg.eval.shift_heatmap, cfg.data.heatmap_stride)
+                                        shift, cfg.data.heatmap_stride)
             heat = heat.float().cpu()
         centers, scales = batch["center"].numpy(), batch["scale"].numpy()
-        preds, maxvals = decode_heatmaps(heat.numpy(), centers, scales, method=cfg.eval.decode)
+        preds, maxvals = decode_heatmaps(heat.numpy(), centers, scales, method=cfg.eval.decode,
+                                         protocol=cfg.eval.protocol)
         kpts.append(np.concatenate([preds, maxvals[..., None]], axis=2))
         box_scores.append(batch["score"].numpy())
         areas.append(scales[:, 0] * scales[:, 1])  # HRNet's crop-area convention for OKS
@@ -129,10 +187,12 @@ def run_evaluation(cfg: Config, model, coco: CocoPoseSet, records: list[PersonRe
         results = rescore_and_nms(cat[0], cat[1], cat[2], cat[3], oks_thr=cfg.eval.oks_nms_thr,
                                   in_vis_thr=cfg.eval.in_vis_thr, rescore=cfg.eval.rescore,
                                   category_id=coco.category_id)
-        img_ids = sorted({r.image_id for r in records})
-        metrics = evaluate_coco(coco.ann_file, results, out_dir=out_dir, img_ids=img_ids)
-        # not part of metrics.json (the six COCO numbers); NaN with detection boxes
-        metrics["PCK"] = float(cat[4].mean()) if cat[4].size else float("nan")
+        metrics = evaluate_coco(coco.ann_file, results, out_dir=out_dir)
+        # PCK needs GT keypoints in the crop, so detection boxes (no keypoints) have none.
+        if cat[4].size:
+            metrics["PCK"] = float(cat[4].mean())
+            if out_dir is not None:
+                write_metrics(out_dir, metrics)
     return odist.broadcast_object(metrics)
 
 
@@ -151,7 +211,9 @@ def pck_hits_batch(preds: np.ndarray, gt: np.ndarray, scales: np.ndarray, paddin
 
 
 def format_metrics(m: dict) -> str:
+    """Table of the metrics; pycocotools' -1 ("no person in this size range") prints n/a."""
     keys = ["AP", "AP50", "AP75", "APm", "APl", "AR"] + (["PCK"] if "PCK" in m else [])
     head = " | ".join(f"{k:>6}" for k in keys)
-    vals = " | ".join(f"{m[k]:6.4f}" for k in keys)
+    vals = " | ".join("   n/a" if m[k] is None or m[k] < 0 or m[k] != m[k] else f"{m[k]:6.4f}"
+                      for k in keys)
     return f"{head}\n{vals}"

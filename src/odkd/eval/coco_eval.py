@@ -150,9 +150,13 @@ def evaluate_coco_detailed(ann_file: str, results: Sequence[dict], out_dir: str 
         metrics = {k: float(ev.stats[i]) for k, i in zip(METRIC_KEYS, _STATS_INDEX)}
 
     if out_dir is not None:
-        atomic_write_text(os.path.join(out_dir, "metrics.json"),
-                          json.dumps(metrics, indent=2) + "\n")
+        write_metrics(out_dir, metrics)
     return metrics, summary
+
+
+def write_metrics(out_dir: str, metrics: dict) -> None:
+    """``out_dir/metrics.json``, atomically (pycocotools' -1 "no data" is kept as is)."""
+    atomic_write_text(os.path.join(out_dir, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
 
 
 def evaluate_coco(ann_file: str, results: Sequence[dict], out_dir: str | None = None,
@@ -160,7 +164,9 @@ def evaluate_coco(ann_file: str, results: Sequence[dict], out_dir: str | None = 
     """COCO keypoint AP of ``results`` (COCO results format: image_id, category_id,
     keypoints (3K floats), score) against ``ann_file``.
 
-    ``img_ids`` restricts evaluation to those images (the ones actually run). Empty results give
+    Every image of ``ann_file`` is scored, as the official tools do: a person in an image with
+    no result is a miss. ``img_ids`` restricts evaluation to those images (not the official
+    protocol; for a deliberate subset only). Empty results give
     all-zero metrics. With ``out_dir``, ``results.json`` and ``metrics.json`` (exactly the keys
     AP, AP50, AP75, APm, APl, AR) are written atomically. ``sigmas``: per-keypoint OKS sigmas
     (default COCO's, which need 17 keypoints).

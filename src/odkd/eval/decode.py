@@ -36,8 +36,13 @@ def get_max_preds(heatmaps) -> tuple[np.ndarray, np.ndarray]:
     return coords, maxvals.astype(np.float32)
 
 
-def _quarter_offset(hm: np.ndarray, coords: np.ndarray) -> np.ndarray:
-    """HRNet: move 0.25 px from the argmax towards the higher neighbour on each axis."""
+def _quarter_offset(hm: np.ndarray, coords: np.ndarray, protocol: str = "odkd") -> np.ndarray:
+    """Move 0.25 px from the argmax towards the higher neighbour on each axis.
+
+    ``protocol="odkd"``: each axis on its own wherever both neighbours exist (1 <= x <= w-2).
+    ``protocol="hrnet"``: the official rule, both axes or neither, and only when
+    2 <= x <= w-2 and 2 <= y <= h-2 (it also skips the first interior row/column).
+    """
     n, k, h, w = hm.shape
     x = coords[..., 0].astype(np.int64)
     y = coords[..., 1].astype(np.int64)
@@ -46,9 +51,12 @@ def _quarter_offset(hm: np.ndarray, coords: np.ndarray) -> np.ndarray:
     yu, yd = np.clip(y - 1, 0, h - 1), np.clip(y + 1, 0, h - 1)
     diff_x = hm[ni, ki, y, xr] - hm[ni, ki, y, xl]
     diff_y = hm[ni, ki, yd, x] - hm[ni, ki, yu, x]
-    # Only where both neighbours exist, as in HRNet (a border max has no neighbour to compare).
-    inside_x = (x >= 1) & (x <= w - 2)
-    inside_y = (y >= 1) & (y <= h - 2)
+    if protocol == "hrnet":
+        inside_x = inside_y = (x >= 2) & (x <= w - 2) & (y >= 2) & (y <= h - 2)
+    else:
+        # A border max has no neighbour on that axis to compare; the other axis still can.
+        inside_x = (x >= 1) & (x <= w - 2)
+        inside_y = (y >= 1) & (y <= h - 2)
     out = coords.astype(np.float32).copy()
     out[..., 0] += np.where(inside_x, np.sign(diff_x) * 0.25, 0.0)
     out[..., 1] += np.where(inside_y, np.sign(diff_y) * 0.25, 0.0)
@@ -108,19 +116,28 @@ def _dark_offset(hm: np.ndarray, coords: np.ndarray, kernel: int) -> np.ndarray:
     return out
 
 
-def decode_heatmaps(heatmaps, centers, scales, method: str = "quarter", dark_kernel: int = 11
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def decode_heatmaps(heatmaps, centers, scales, method: str = "quarter", dark_kernel: int = 11,
+                    protocol: str = "odkd") -> tuple[np.ndarray, np.ndarray]:
     """Decode (N, K, h, w) heatmaps of crops given by ``centers``/``scales`` (N, 2) in image
     pixels into image keypoints.
 
     ``method``: ``"quarter"`` (argmax + 0.25 px towards the higher neighbour) or ``"dark"``.
+    ``protocol="hrnet"`` applies the official HRNet rules (quarter method only): a map whose
+    maximum is not positive puts its joint at heatmap (0, 0), the crop corner, and the quarter
+    offset uses HRNet's border rule (see ``_quarter_offset``). odkd keeps the argmax there.
     Returns ``preds`` float32 (N, K, 2) image (x, y) and ``maxvals`` float32 (N, K), the raw
     heatmap maxima used as keypoint scores.
     """
+    if protocol not in ("odkd", "hrnet"):
+        raise ValueError(f"unknown protocol {protocol!r}; choose 'odkd' or 'hrnet'")
+    if protocol == "hrnet" and method != "quarter":
+        raise ValueError("protocol 'hrnet' decodes with the quarter offset only")
     hm = _to_numpy(heatmaps).astype(np.float32)
     coords, maxvals = get_max_preds(hm)
+    if protocol == "hrnet":
+        coords = np.where((maxvals > 0)[..., None], coords, 0.0).astype(np.float32)
     if method == "quarter":
-        coords = _quarter_offset(hm, coords)
+        coords = _quarter_offset(hm, coords, protocol)
     elif method == "dark":
         coords = _dark_offset(hm, coords, dark_kernel)
     else:
