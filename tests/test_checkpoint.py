@@ -227,3 +227,37 @@ def test_cli_convert(source_sd, tmp_path, capsys):
     assert cli_main(["convert", str(src), str(tmp_path / "x.pth")]) == 2
     assert "pass the model name" in capsys.readouterr().err
     assert not (tmp_path / "x.pth").exists()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("stage2.0.branches.0.0.bn1.running_var", -1.0, r"running_var has \d+ negative value"),
+    ("conv1.weight", float("nan"), r"conv1.weight has \d+ non-finite value"),
+])
+def test_nan_producing_weights_are_refused(source_sd, tmp_path, key, value, message):
+    sd = {k: v.clone() for k, v in source_sd.items()}
+    assert key in sd
+    sd[key].view(-1)[0] = value
+    path = tmp_path / "bad.pth"
+    torch.save(sd, path)   # official layout, as the W32
+    with pytest.raises(CheckpointError, match=f"{path}: {key}.*" + message.split(" has ")[1]):
+        build_from_checkpoint(path, name="hrnet_w16", verbose=False)
+
+
+def test_unreadable_reasons_are_named(tmp_path):
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(noise)
+    reason = str(e.value).split("cannot read checkpoint:", 1)[1].strip()
+    assert reason and "\n" not in str(e.value) and "PyTorch 2.6" not in str(e.value)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran code",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, evil)
+    with pytest.raises(CheckpointError, match=r"refused: the file asks to import and call "
+                                              r"(builtins\.)?print") as e:
+        read_checkpoint(evil)
+    assert "\n" not in str(e.value) and "PyTorch 2.6" not in str(e.value)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from typing import Any, Union
 
@@ -100,14 +101,30 @@ def _torch_load(path: str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
 def _short_reason(e: BaseException) -> str:
-    """One useful line of a torch.load error (the weights_only one starts with boilerplate)."""
+    """One useful line of a torch.load error. The weights_only error wraps its reason, often on
+    a later line, in paragraphs of boilerplate; keep the reason and say what was blocked."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    reason = []
     for ln in lines:
-        if "WeightsUnpickler error" in ln:
-            return (ln.split("WeightsUnpickler error:", 1)[1].strip()
-                    + " (odkd loads with weights_only=True; re-save the state_dict alone)")
-    return lines[0] if lines else type(e).__name__
+        if "WeightsUnpickler error:" in ln:
+            ln = ln.split("WeightsUnpickler error:", 1)[1].strip()
+        elif ln.startswith(_TORCH_BOILERPLATE):
+            continue
+        if ln:
+            reason.append(ln)
+    text = " ".join(reason) or type(e).__name__
+    m = re.search(r"GLOBAL ([\w.]+)", text)
+    if m:
+        return (f"refused: the file asks to import and call {m.group(1)}, which a checkpoint of "
+                "weights never needs (odkd loads with weights_only=True; re-save the "
+                "state_dict alone if you trust the file)")
+    if "weights only load failed" in str(e).lower():
+        return f"not a PyTorch checkpoint of tensors ({text})"
+    return text
 
 
 def read_checkpoint(path: PathLike) -> Any:
@@ -232,6 +249,7 @@ def _load_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], source: str,
         elif init_missing and k.startswith(init_missing):
             sd[k] = v   # an explicitly new part (e.g. a mask head) keeps its fresh init
             filled.append(k)
+    _check_values(sd, source)
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     shapes = [f"{k} checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
@@ -249,6 +267,23 @@ def _load_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], source: str,
                               f"{name}: " + "; ".join(parts))
     target.load_state_dict(sd, strict=True)
     return filled
+
+
+def _check_values(sd: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse weights that can only give NaN: non-finite values, negative BatchNorm variances
+    (sqrt of a negative). Found when loading, such a file would otherwise crash or mislead
+    inference far from the cause."""
+    for k, v in sd.items():
+        if not v.is_floating_point() or v.numel() == 0:
+            continue
+        bad = int((~torch.isfinite(v)).sum())
+        if bad:
+            raise CheckpointError(f"{source}: {k} has {bad} non-finite value(s) (NaN/inf); the "
+                                  "model would output NaN")
+        if k.endswith("running_var") and bool((v < 0).any()):
+            raise CheckpointError(f"{source}: {k} has {int((v < 0).sum())} negative value(s) "
+                                  f"(min {float(v.min()):.4g}); a BatchNorm variance cannot be "
+                                  "negative, the model would output NaN")
 
 
 def load_weights(model: nn.Module, path_or_obj: PathLike | Mapping, verbose: bool = True,
