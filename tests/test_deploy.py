@@ -327,3 +327,62 @@ def test_bench_train_without_module_is_a_clear_error(capsys, monkeypatch):
     monkeypatch.setattr(bench_cmd, "TRAIN_MODULE", "odkd.engine.no_such_bench_module")
     assert main(["bench", "train", "--steps", "1"]) == 2
     assert "odkd.engine.no_such_bench_module is missing" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- infer bad input
+
+def test_infer_rejects_nan_scores_and_counts_dropped_boxes(student, real_mini, tmp_path,
+                                                           capsys):
+    _, ckpt, _, _ = student
+    img = str(real_mini / "coco" / "000000000785.jpg")
+    nan = tmp_path / "nan.json"
+    nan.write_text('[{"image_id": 785, "category_id": 1, "bbox": [10, 10, 50, 80], '
+                   '"score": NaN}]')
+    capsys.readouterr()
+    assert main(["infer", "--checkpoint", ckpt, "--input", img, "--boxes", str(nan),
+                 "--out", str(tmp_path / "a"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nan.json: detection 0 field score" in err
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([
+        {"image_id": 785, "category_id": 1, "bbox": [300, 50, 200, 300], "score": 0.9},
+        {"image_id": 785, "category_id": 1, "bbox": [5000, 50, 20, 30], "score": 0.9}]))
+    assert main(["infer", "--checkpoint", ckpt, "--input", img, "--boxes", str(boxes),
+                 "--out", str(tmp_path / "b"), "--no-progress", "--kpt-thr", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "1 person(s), 0 of 17 keypoints above --kpt-thr 1000 drawn" in out
+    assert "boxes skipped: 1 bbox outside image" in out
+    assert "no keypoint scored above --kpt-thr 1000" in out
+
+
+def test_infer_survives_nan_model_output(real_mini, tmp_path):
+    class NanNet(nn.Module):
+        num_joints, with_mask, odkd_name = 17, False, "nan"
+
+        def forward(self, x):
+            heat = torch.zeros(x.shape[0], 17, x.shape[2] // 4, x.shape[3] // 4)
+            heat[:, :, 3, 5] = float("nan")   # what negative BN variances produce
+            return {"heatmaps": heat}
+
+    spec = PoseSpec("nan", 17, False, (64, 64), flip_pairs=[[1, 2]])
+    pred = TopDownPredictor(NanNet(), spec, torch.device("cpu"))
+    boxes = tmp_path / "b.json"
+    boxes.write_text(json.dumps([{"image_id": 785, "category_id": 1, "score": 0.9,
+                                  "bbox": [300, 50, 200, 300]}] * 2))
+    out = run_inference(pred, str(real_mini / "coco" / "000000000785.jpg"), str(tmp_path),
+                        InferOptions(boxes=str(boxes), progress=False))
+    assert out["instances"] >= 1 and out["keypoints_drawn"] == 0
+
+
+def test_draw_pose_labels_scores_and_legend():
+    names, skeleton = default_keypoints(17)
+    img = np.zeros((200, 300, 3), np.uint8)
+    kpts = np.zeros((1, 17, 3), np.float32)
+    kpts[0, 5] = [200, 150, 1.0]
+    plain = draw_pose(img, kpts, skeleton, names, kpt_thr=0.2)
+    assert plain[:40, :100].sum() == 0
+    out = draw_pose(img, kpts, skeleton, names, kpt_thr=0.2, boxes=np.array([[150, 100, 100, 80]]),
+                    scores=[0.87], legend=True)
+    legend = out[:40, :100]
+    assert (legend == LEFT).all(axis=2).any() and (legend == RIGHT).all(axis=2).any()
+    assert (out[80:99, 150:240].min(axis=2) > 150).sum() > 20   # white score text above box

@@ -62,7 +62,15 @@ def run(args: argparse.Namespace) -> int:
                         oks_nms_thr=cfg.eval.oks_nms_thr, in_vis_thr=cfg.eval.in_vis_thr,
                         rescore=cfg.eval.rescore, max_frames=args.max_frames,
                         progress=not args.no_progress)
+    from odkd.data.coco import format_skips
+
     out = run_inference(predictor, args.input, args.out, opts)
-    print(f"[odkd] {out['frames']} frame(s), {out['instances']} person(s); wrote "
-          f"{len(out['overlays'])} overlay file(s) and {out['results']}")
+    k = spec.num_joints
+    print(f"[odkd] {out['frames']} frame(s), {out['instances']} person(s), "
+          f"{out['keypoints_drawn']} of {out['instances'] * k} keypoints above --kpt-thr "
+          f"{args.kpt_thr:g} drawn{format_skips(out['skipped']).replace('skipped:', 'boxes skipped:')}; "
+          f"wrote {len(out['overlays'])} overlay file(s) and {out['results']}")
+    if out["instances"] and not out["keypoints_drawn"]:
+        print(f"[odkd] no keypoint scored above --kpt-thr {args.kpt_thr:g}: the overlays show "
+              "boxes only (an undertrained model? try a lower --kpt-thr)")
     return 0

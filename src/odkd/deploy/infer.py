@@ -8,7 +8,9 @@ gives the same keypoints here as in ``odkd eval`` for the same boxes, on either 
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -228,9 +230,16 @@ class InputSource:
             cap.release()
 
 
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def load_boxes(path: str, score_thr: float = 0.0, category_id: int = 1
                ) -> dict[int, list[tuple[list[float], float]]]:
-    """image id -> [(COCO box, score), ...] from a COCO detection results json."""
+    """image id -> [(COCO box, score), ...] from a COCO detection results json.
+
+    Scores and box values must be finite numbers (as ``odkd eval`` requires): a NaN would
+    reach results.json as a score nothing can rank."""
     data = read_json(path, "--boxes: detection file (or use 'full')")
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a list of detections (COCO results format)")
@@ -242,11 +251,11 @@ def load_boxes(path: str, score_thr: float = 0.0, category_id: int = 1
         img_id, score, box = det.get("image_id"), det.get("score", 1.0), det.get("bbox")
         if not isinstance(img_id, int) or isinstance(img_id, bool):
             raise DataError(f"{where} field image_id: expected an integer, got {img_id!r}")
-        if not isinstance(score, (int, float)) or isinstance(score, bool):
-            raise DataError(f"{where} field score: expected a number, got {score!r}")
-        if not (isinstance(box, list) and len(box) == 4
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
-            raise DataError(f"{where} field bbox: expected [x, y, w, h], got {box!r}")
+        if not _finite(score):
+            raise DataError(f"{where} field score: expected a finite number, got {score!r}")
+        if not (isinstance(box, list) and len(box) == 4 and all(_finite(v) for v in box)):
+            raise DataError(f"{where} field bbox: expected [x, y, w, h] of 4 finite numbers, "
+                            f"got {box!r}")
         if det.get("category_id", category_id) != category_id or score < score_thr:
             continue
         out.setdefault(img_id, []).append(([float(v) for v in box], float(score)))
@@ -269,19 +278,13 @@ class InferOptions:
     progress: bool = True
 
 
-def _select_kept(inst: Instances, results: list[dict]) -> list[int]:
-    """Indices of ``inst`` that survived rescore_and_nms (it returns dicts, not indices; the
-    keypoints are copied verbatim, so they identify the instance exactly)."""
-    index = {tuple(np.asarray(inst.keypoints[i], np.float64).ravel().tolist()): i
-             for i in range(len(inst.keypoints))}
-    return [index[tuple(r["keypoints"])] for r in results]
-
-
 def run_inference(predictor: TopDownPredictor, input_path: str, out_dir: str,
                   opts: InferOptions = InferOptions()) -> dict:
     """Run on every frame of ``input_path``; write overlays and ``results.json`` to ``out_dir``.
 
-    Returns ``{"frames", "instances", "results", "overlays"}`` (paths written).
+    Returns ``{"frames", "instances", "keypoints_drawn", "skipped", "results", "overlays"}``:
+    ``keypoints_drawn`` counts joints scoring above ``opts.kpt_thr``, ``skipped`` the detection
+    boxes dropped per reason (e.g. ``bbox_outside_image``).
     """
     spec = predictor.spec
     source = InputSource(input_path, opts.ann, opts.max_frames)
@@ -302,21 +305,25 @@ def run_inference(predictor: TopDownPredictor, input_path: str, out_dir: str,
     overlays: list[str] = []
     writer = None
     video_path = ""
-    n_frames = n_inst = 0
+    n_frames = n_inst = n_drawn = 0
+    skipped: Counter[str] = Counter()
     used_names: set[str] = set()
 
     def emit(frame: Frame, inst: Instances) -> None:
-        nonlocal writer, video_path, n_frames, n_inst
+        nonlocal writer, video_path, n_frames, n_inst, n_drawn
         frame_results: list[dict] = []
+        keep: list[int] = []
         if len(inst.keypoints):
-            frame_results = rescore_and_nms(
+            # indices, not keypoint values, identify the survivors (NaN never equals itself)
+            frame_results, keep = rescore_and_nms(
                 inst.keypoints, inst.box_scores, inst.scales[:, 0] * inst.scales[:, 1],
                 np.full(len(inst.keypoints), frame.image_id), oks_thr=nms_thr,
-                in_vis_thr=opts.in_vis_thr, rescore=opts.rescore, sigmas=sigmas)
-        keep = _select_kept(inst, frame_results)
+                in_vis_thr=opts.in_vis_thr, rescore=opts.rescore, sigmas=sigmas,
+                return_kept=True)
         results.extend(frame_results)
         n_frames += 1
         n_inst += len(keep)
+        n_drawn += int((inst.keypoints[keep, :, 2] > opts.kpt_thr).sum()) if keep else 0
         h, w = frame.image.shape[:2]
         masks = None
         if opts.draw_masks and inst.masks is not None and keep:
@@ -324,7 +331,8 @@ def run_inference(predictor: TopDownPredictor, input_path: str, out_dir: str,
                               for i in keep])
         canvas = draw_pose(frame.image, inst.keypoints[keep], spec.skeleton,
                            spec.keypoint_names, kpt_thr=opts.kpt_thr, masks=masks,
-                           boxes=inst.boxes[keep] if opts.boxes != "full" else None)
+                           boxes=inst.boxes[keep] if opts.boxes != "full" else None,
+                           scores=[r["score"] for r in frame_results], legend=True)
         if source.kind == "images":
             stem = os.path.splitext(frame.name)[0]
             name = stem + ".png" if stem + ".png" not in used_names else frame.name + ".png"
@@ -347,8 +355,13 @@ def run_inference(predictor: TopDownPredictor, input_path: str, out_dir: str,
         h, w = frame.image.shape[:2]
         if dets is None:
             return np.array([[0.0, 0.0, w, h]], np.float32), np.ones(1, np.float32)
-        kept = [(b, s) for b, s in ((clip_box(b, w, h)[0], s) for b, s in
-                                    dets.get(frame.image_id, [])) if b is not None]
+        kept = []
+        for b, s in dets.get(frame.image_id, []):
+            clipped, reason = clip_box(b, w, h)
+            if clipped is None:
+                skipped[reason] += 1   # reported by the command, never silently lost
+            else:
+                kept.append((clipped, s))
         if not kept:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
         return (np.array([b for b, _ in kept], np.float32),
@@ -380,5 +393,5 @@ def run_inference(predictor: TopDownPredictor, input_path: str, out_dir: str,
             writer.release()
     results_path = os.path.join(out_dir, "results.json")
     atomic_write_text(results_path, json.dumps(results))
-    return {"frames": n_frames, "instances": n_inst, "results": results_path,
-            "overlays": overlays}
+    return {"frames": n_frames, "instances": n_inst, "keypoints_drawn": n_drawn,
+            "skipped": dict(skipped), "results": results_path, "overlays": overlays}

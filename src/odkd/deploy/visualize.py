@@ -52,13 +52,15 @@ def paste_mask(mask_prob: np.ndarray, center, scale, image_size: tuple[int, int]
 def draw_pose(image: np.ndarray, keypoints: np.ndarray, skeleton: Sequence[Sequence[int]],
               keypoint_names: Sequence[str] = (), kpt_thr: float = 0.2,
               masks: np.ndarray | None = None, boxes: np.ndarray | None = None,
-              mask_thr: float = 0.5, mask_alpha: float = 0.45) -> np.ndarray:
+              mask_thr: float = 0.5, mask_alpha: float = 0.45, scores=None,
+              legend: bool = False) -> np.ndarray:
     """A copy of the RGB uint8 ``image`` with instances drawn on it.
 
     ``keypoints`` (M, K, 3): image x, y and score (or COCO visibility); joints with score
     ``<= kpt_thr`` are skipped. ``skeleton``: 1-based joint pairs (COCO json convention).
     ``masks`` (M, H, W) probabilities: pixels above ``mask_thr`` are tinted. ``boxes`` (M, 4)
-    COCO [x, y, w, h] are outlined.
+    COCO [x, y, w, h] are outlined. ``scores`` (M,) are written beside each person (with the
+    number of joints drawn), ``legend`` adds the colour key and the threshold in a corner.
     """
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"draw_pose expects an (H, W, 3) image, got shape {image.shape}")
@@ -100,7 +102,58 @@ def draw_pose(image: np.ndarray, keypoints: np.ndarray, skeleton: Sequence[Seque
                 c = (int(round(inst[i, 0])), int(round(inst[i, 1])))
                 cv2.circle(out, c, radius, _color(keypoint_names, (i,)), -1, cv2.LINE_AA)
                 cv2.circle(out, c, radius, (0, 0, 0), 1, cv2.LINE_AA)
+    if scores is not None:
+        for m, inst in enumerate(kpts):
+            if m >= len(scores):
+                break
+            ok = inst[:, 2] > kpt_thr
+            if boxes is not None and m < len(boxes):
+                x, y = float(boxes[m][0]), float(boxes[m][1])
+            elif ok.any():
+                x, y = float(inst[ok, 0].min()), float(inst[ok, 1].min())
+            else:  # nothing drawn: label the middle of the predicted joints
+                x, y = float(np.nanmedian(inst[:, 0])), float(np.nanmedian(inst[:, 1]))
+            if not (np.isfinite(x) and np.isfinite(y)):
+                x, y = 2.0, 2.0
+            put_label(out, f"{scores[m]:.2f} ({int(ok.sum())}/{len(inst)})", (x, y))
+    if legend:
+        draw_legend(out, [("left", LEFT), ("right", RIGHT), ("centre", CENTER)],
+                    f"joints > {kpt_thr:g}")
     return out
+
+
+def _font_scale(img: np.ndarray) -> float:
+    return max(0.35, min(img.shape[:2]) / 900)
+
+
+def put_label(img: np.ndarray, text: str, xy, color=(255, 255, 255)) -> None:
+    """Text on a dark box just above ``xy`` (kept inside the image), drawn in place."""
+    fs = _font_scale(img)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, 1)
+    h, w = img.shape[:2]
+    x = int(min(max(0, xy[0]), max(0, w - tw - 2)))
+    y = int(min(max(th + base + 2, xy[1] - 2), h - 1))
+    cv2.rectangle(img, (x, y - th - base - 2), (x + tw + 2, y), (0, 0, 0), -1)
+    cv2.putText(img, text, (x + 1, y - base - 1), cv2.FONT_HERSHEY_SIMPLEX, fs, color, 1,
+                cv2.LINE_AA)
+
+
+def draw_legend(img: np.ndarray, entries, title: str = "") -> None:
+    """Colour key (``[(name, colour), ...]``) in the top-left corner, drawn in place."""
+    fs = _font_scale(img)
+    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, fs, 1)
+    line = th + base + 4
+    lines = ([(title, None)] if title else []) + list(entries)
+    width = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, fs, 1)[0][0] for t, _ in lines)
+    cv2.rectangle(img, (0, 0), (width + line + 8, line * len(lines) + 4), (0, 0, 0), -1)
+    for i, (text, color) in enumerate(lines):
+        y = line * (i + 1)
+        x = 4
+        if color is not None:
+            cv2.circle(img, (4 + line // 2 - 2, y - th // 2 - 1), max(2, th // 2), color, -1)
+            x = line + 4
+        cv2.putText(img, text, (x, y - base + 1), cv2.FONT_HERSHEY_SIMPLEX, fs,
+                    (255, 255, 255), 1, cv2.LINE_AA)
 
 
 def write_image(path: str, image_rgb: np.ndarray) -> None:

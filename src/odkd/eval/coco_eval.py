@@ -176,14 +176,15 @@ def evaluate_coco(ann_file: str, results: Sequence[dict], out_dir: str | None = 
 
 def rescore_and_nms(keypoints, box_scores, areas, image_ids, oks_thr: float = 0.9,
                     in_vis_thr: float = 0.2, rescore: bool = True, sigmas=None,
-                    category_id: int = 1) -> list[dict[str, Any]]:
+                    category_id: int = 1, return_kept: bool = False):
     """Per-instance predictions -> COCO result dicts, HRNet style.
 
     ``keypoints`` (N, K, 3): image x, y and keypoint score; ``box_scores``, ``areas`` (crop
     area, used by OKS) and ``image_ids`` (N,). With ``rescore`` the instance score is the box
     score times the mean of the keypoint scores above ``in_vis_thr`` (0 when none is). Then
     OKS-NMS at ``oks_thr`` runs per image (``oks_thr >= 1`` keeps everything).
-    Results come grouped by image id, highest score first.
+    Results come grouped by image id, highest score first. With ``return_kept`` the return
+    value is ``(results, kept)``, ``kept[j]`` the input row of ``results[j]``.
     """
     kpts = np.asarray(keypoints, dtype=np.float64)
     n = kpts.shape[0]
@@ -209,6 +210,7 @@ def rescore_and_nms(keypoints, box_scores, areas, image_ids, oks_thr: float = 0.
     for i in range(n):
         by_image[int(image_ids[i])].append(i)
     out: list[dict[str, Any]] = []
+    kept: list[int] = []
     for img_id in sorted(by_image):
         idx = by_image[img_id]
         keep = oks_nms([kpts[i] for i in idx], scores[idx], areas[idx], thr=oks_thr,
@@ -218,4 +220,5 @@ def rescore_and_nms(keypoints, box_scores, areas, image_ids, oks_thr: float = 0.
             out.append({"image_id": img_id, "category_id": int(category_id),
                         "keypoints": [float(v) for v in kpts[i].ravel()],
                         "score": float(scores[i])})
-    return out
+            kept.append(int(i))
+    return (out, kept) if return_kept else out
