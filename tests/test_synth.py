@@ -206,3 +206,20 @@ def test_difficulty_levels_control_pose_and_viewpoint():
 def test_bad_difficulty(tmp_path):
     with pytest.raises(OdkdError, match="--difficulty"):
         generate_split(str(tmp_path), "val", 1, 0, progress=False, difficulty="extreme")
+
+
+def test_preview_draws_legend_and_per_person_counts():
+    import numpy as np
+
+    from odkd.synth.preview import draw_annotations
+
+    img = np.zeros((120, 160, 3), np.uint8)
+    kp = [0.0] * 51
+    kp[15:18] = [100, 80, 2]
+    ann = {"bbox": [90, 60, 40, 50], "keypoints": kp,
+           "segmentation": __import__("pycocotools.mask", fromlist=["encode"]).encode(
+               np.asfortranarray(np.zeros((120, 160), np.uint8)))}
+    bare = draw_annotations(img, [ann], legend=False)
+    full = draw_annotations(img, [ann])
+    assert bare[:50, :62].max() == 0 and full[:50, :62].max() > 0     # legend in the corner
+    assert (bare[50:59, 90:115].min(axis=2) > 150).sum() > 5           # "1/17" above the box

@@ -23,7 +23,10 @@ def _limb_colour(a: int, b: int) -> tuple[int, int, int]:
     return _LEFT if odd == 2 else _RIGHT
 
 
-def draw_annotations(img: np.ndarray, anns: list[dict], seed: int = 0) -> np.ndarray:
+def draw_annotations(img: np.ndarray, anns: list[dict], seed: int = 0, legend: bool = True
+                     ) -> np.ndarray:
+    """``img`` (BGR) with masks, boxes, skeletons, labelled-joint counts per person and, with
+    ``legend``, the colour key."""
     out = img.copy()
     rng = np.random.default_rng(seed)
     overlay = out.copy()
@@ -50,7 +53,41 @@ def draw_annotations(img: np.ndarray, anns: list[dict], seed: int = 0) -> np.nda
                 cv2.circle(out, (int(round(px)), int(round(py))), 2, (0, 0, 255), -1)
             elif v == 1:
                 cv2.circle(out, (int(round(px)), int(round(py))), 2, (0, 255, 255), 1)
+    # per person: how many joints are labelled (GT has no score; this is what a newcomer checks)
+    for a in anns:
+        k = np.array(a["keypoints"], float).reshape(-1, 3)
+        _label(out, f"{int((k[:, 2] > 0).sum())}/{len(k)}", a["bbox"][0], a["bbox"][1])
+    if legend:
+        _legend(out)
     return out
+
+
+_LEGEND = [("left", _LEFT, "line"), ("right", _RIGHT, "line"), ("centre", _MID, "line"),
+           ("visible", (0, 0, 255), "dot"), ("occluded", (0, 255, 255), "ring")]
+
+
+def _label(img: np.ndarray, text: str, x: float, y: float) -> None:
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.3, 1)
+    x0 = int(min(max(0, x), max(0, img.shape[1] - tw - 2)))
+    y0 = int(min(max(th + base + 1, y - 1), img.shape[0] - 1))
+    cv2.rectangle(img, (x0, y0 - th - base - 1), (x0 + tw + 1, y0), (0, 0, 0), -1)
+    cv2.putText(img, text, (x0 + 1, y0 - base), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (255, 255, 255),
+                1, cv2.LINE_AA)
+
+
+def _legend(img: np.ndarray) -> None:
+    """Key of limb colours and joint marks (BGR), top-left; drawn in place."""
+    line = 10
+    w = 62
+    cv2.rectangle(img, (0, 0), (w, line * len(_LEGEND) + 3), (0, 0, 0), -1)
+    for i, (name, colour, kind) in enumerate(_LEGEND):
+        y = line * i + 7
+        if kind == "line":
+            cv2.line(img, (3, y), (11, y), colour, 1, cv2.LINE_AA)
+        else:
+            cv2.circle(img, (7, y), 2, colour, -1 if kind == "dot" else 1)
+        cv2.putText(img, name, (15, y + 3), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (255, 255, 255), 1,
+                    cv2.LINE_AA)
 
 
 def contact_sheet(out_dir: str, split: str, path: str | None = None, num: int = 24,
