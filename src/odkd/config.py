@@ -74,7 +74,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     eval_every: int = 10                # epochs; 0 = only at the end
-    save_every: int = 1
+    save_every: int = 1                 # epochs between last.pt writes (0 = only at the end)
     log_every: int = 20
     max_iters_per_epoch: int = 0        # 0 = full epoch (debug knob)
     threads: int = 0                    # torch intra-op threads on CPU (0 = torch default)

@@ -5,6 +5,8 @@ One loop, one "objective": ``SupervisedObjective`` (ground truth only) or
 ``needed_teachers(epoch)`` and ``__call__(student_out, gt, teacher_out, epoch)``.
 Checkpoints are written atomically after every epoch; ``resume=True`` continues from
 ``last.pt`` exactly: data order and augmentation are functions of (seed, epoch, index).
+``last.pt`` is written every ``train.save_every`` epochs and at the end, weights-only
+``best.pt`` at each new best val AP; neither is written from a non-finite model.
 
 Speed knobs (see README, performance): ``data.device_aug`` (crop, flip, colour jitter and
 targets batched on the device, :mod:`odkd.data.device_aug`), ``train.amp=bf16``,
@@ -20,6 +22,7 @@ import csv
 import io
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 
@@ -34,8 +37,9 @@ from odkd.engine import dist as odist
 from odkd.engine.evaluate import format_metrics, run_evaluation
 from odkd.losses import joints_mse, mask_bce
 from odkd.models import build_model
+from odkd.errors import NonFiniteError
 from odkd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
-from odkd.utils import atomic_write_text, seed_everything
+from odkd.utils import atomic_torch_save, atomic_write_text, seed_everything
 
 
 class SupervisedObjective:
@@ -195,8 +199,111 @@ def prepare_batch(batch: dict, device: torch.device, dev_aug=None, channels_last
 
 def _check_data(cfg: Config) -> None:
     for key in ("train_ann", "train_images", "val_ann", "val_images"):
-        if not getattr(cfg.data, key):
+        path = getattr(cfg.data, key)
+        if not path:
             raise ConfigError(f"data.{key} is empty: set it in the config or as data.{key}=PATH")
+        if not os.path.exists(path):
+            # the shipped demo configs point at data that `make demo` generates
+            hint = ("generate it with `make demo` (or `odkd synth --out demo_out/data ...`), or "
+                    if "demo_out" in path else "")
+            raise ConfigError(f"data.{key}: {path} does not exist; {hint}set data.train_ann, "
+                              "data.train_images, data.val_ann, data.val_images to your data")
+
+
+def _check_train_config(cfg: Config) -> None:
+    """Values that would otherwise train nothing, or silently something else."""
+    t = cfg.train
+    if t.epochs < 1:
+        raise ConfigError(f"train.epochs: must be at least 1, got {t.epochs}")
+    if t.batch_size < 1:
+        raise ConfigError(f"train.batch_size: must be at least 1, got {t.batch_size}")
+    if not (math.isfinite(t.lr) and t.lr > 0):
+        raise ConfigError(f"train.lr: must be a positive finite number, got {t.lr}")
+    for key in ("max_iters_per_epoch", "eval_every", "save_every", "log_every", "warmup_iters",
+                "threads"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"train.{key}: must be 0 or more, got {getattr(t, key)}")
+
+
+# Keys that may change on --resume: they change how the run is executed, logged or evaluated,
+# not the training it computes. train.epochs may change too, but not below the finished epoch.
+RESUME_SAFE_KEYS = ("workdir", "train.eval_every", "train.log_every", "train.save_every",
+                    "train.threads", "train.device", "train.compile", "train.compile_mode",
+                    "train.channels_last", "data.workers", "data.cache_images",
+                    "eval.batch_size")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume_config(saved: dict, cfg: Config, finished_epoch: int, where: str) -> None:
+    """Refuse to resume the run in checkpoint ``where`` (config ``saved``, ``finished_epoch``
+    epochs done) with ``cfg`` when they differ in any key outside :data:`RESUME_SAFE_KEYS`."""
+    old, new = _flatten(saved), _flatten(cfg.to_dict())
+    # a key added to odkd after the checkpoint was written had its default then
+    default = _flatten(Config().to_dict())
+    changed = [f"{k} {old.get(k, default.get(k))!r} -> {v!r}" for k, v in new.items()
+               if k not in RESUME_SAFE_KEYS and k != "train.epochs"
+               and old.get(k, default.get(k)) != v]
+    allowed = (f"only train.epochs (at least {finished_epoch}, the finished epochs) and "
+               f"{', '.join(RESUME_SAFE_KEYS)} may change on --resume")
+    if changed:
+        raise ConfigError(f"--resume: {where} was trained with a different config: "
+                          f"{'; '.join(changed)}; {allowed}. Restore them or use a new workdir")
+    if cfg.train.epochs < finished_epoch:
+        raise ConfigError(f"--resume: {where} has finished {finished_epoch} epochs, more than "
+                          f"train.epochs={cfg.train.epochs}; {allowed}")
+
+
+def _finite_model_check(model, images: torch.Tensor, cfg: Config, device: torch.device,
+                        epoch: int) -> None:
+    """Raise NonFiniteError unless ``model`` (about to be saved) is usable: finite weights,
+    and finite outputs on ``images`` in eval mode. Weights can stay finite yet be so large
+    (train.lr far too high) that the next forward overflows, so the weights alone are not
+    enough; one forward per epoch is cheap next to the epoch."""
+    bad = [k for k, v in model.state_dict().items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if not bad:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad(), autocast_ctx(cfg, device):
+            out = model(images)
+        model.train(was_training)
+        bad = [f"output {k}" for k, v in out.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NonFiniteError(
+            f"training diverged in epoch {epoch + 1}: the model is not finite "
+            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}), so it was not saved; "
+            f"lower train.lr (now {cfg.train.lr:g}) or set train.grad_clip")
+
+
+def _weights_only(extra: dict) -> dict:
+    # best.pt is for evaluation and deployment; the optimizer state (twice the weights with
+    # Adam) lives only in last.pt, the one that --resume reads
+    return {k: v for k, v in extra.items() if k != "optimizer"}
+
+
+def _csv_truncate(path: str, epoch: int) -> None:
+    """Drop log.csv rows after ``epoch``: a resumed run repeats the epochs it had not saved."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    keep = [r for r in rows if int(float(r.get("epoch") or 0)) <= epoch]
+    if len(keep) == len(rows):
+        return
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    w.writeheader()
+    w.writerows(keep)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _csv_append(path: str, row: dict) -> None:
@@ -219,9 +326,14 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
     ``objective`` defaults to :class:`SupervisedObjective`; distillation passes a DistillLoss and
     the frozen ``teachers`` ({"pt": ..., "st": ...}).
     """
+    _check_train_config(cfg)
     _check_data(cfg)
     rank, world, device = odist.init_distributed(cfg.train.device)
     main = rank == 0
+    # bars only on a terminal: a redirected log would fill with bar redraws, so it gets a
+    # plain line per log interval instead
+    bar_on = progress and main and sys.stderr.isatty()
+    plain_progress = progress and main and not bar_on
     if cfg.train.threads and device.type == "cpu":
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed + rank)
@@ -230,6 +342,13 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
     os.makedirs(cfg.workdir, exist_ok=True)
     last_path = os.path.join(cfg.workdir, "last.pt")
     best_path = os.path.join(cfg.workdir, "best.pt")
+    ck = None
+    if resume:
+        # checked before anything in the workdir (config.yaml) is overwritten
+        if not os.path.exists(last_path):
+            raise ConfigError(f"--resume: no checkpoint at {last_path}")
+        ck = read_checkpoint(last_path)
+        check_resume_config(ck.get("config") or {}, cfg, ck["epoch"], last_path)
     if main:
         save_config(cfg, os.path.join(cfg.workdir, "config.yaml"))
 
@@ -244,6 +363,15 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
     channels_last = use_channels_last(cfg, device)
 
     model = build_model(cfg.model.name, cfg.model.num_joints, cfg.model.with_mask)
+    if main:
+        n_params = sum(p.numel() for p in model.parameters())
+        threads = torch.get_num_threads() if device.type == "cpu" else 0
+        print(f"[odkd] model: {cfg.model.name}{' + mask head' if cfg.model.with_mask else ''}, "
+              f"{n_params / 1e6:.2f} M parameters, input {cfg.data.input_size[0]}x"
+              f"{cfg.data.input_size[1]}; device {device}"
+              + (f" ({threads} threads)" if threads else "")
+              + (f" x {world} processes" if world > 1 else "")
+              + f"; batch {cfg.train.batch_size}, {cfg.train.epochs} epochs")
     if cfg.model.init and not resume:
         # a fresh mask head may sit on top of a keypoint-only checkpoint (e.g. official W48)
         fmt = load_weights(model, cfg.model.init,
@@ -266,15 +394,15 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
             teachers[name] = maybe_compile(t, cfg)
 
     start_epoch, best_ap, it_global = 0, -1.0, 0
-    if resume:
-        if not os.path.exists(last_path):
-            raise ConfigError(f"--resume: no checkpoint at {last_path}")
-        ck = read_checkpoint(last_path)
+    if ck is not None:
         load_weights(model, ck, verbose=False)
         optimizer.load_state_dict(ck["optimizer"])
         start_epoch, best_ap, it_global = ck["epoch"], ck["best_ap"], ck["it_global"]
         if main:
-            print(f"[odkd] resumed from {last_path} at epoch {start_epoch}")
+            _csv_truncate(os.path.join(cfg.workdir, "log.csv"), start_epoch)
+            print(f"[odkd] resumed from {last_path} at epoch {start_epoch}"
+                  + (" (all epochs done)" if start_epoch == cfg.train.epochs else ""))
+        del ck  # the optimizer state can be as large as the model
     net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
     fwd = maybe_compile(net, cfg)  # training forward; evaluation runs the plain ``model``
@@ -297,7 +425,7 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
         steps = len(loader)
         if cfg.train.max_iters_per_epoch:
             steps = min(steps, cfg.train.max_iters_per_epoch)
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not (progress and main),
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not bar_on,
                    leave=False, dynamic_ncols=True)
         for i, batch in enumerate(loader):
             if i >= steps:
@@ -325,16 +453,22 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
             if (i + 1) % max(1, cfg.train.log_every) == 0 or i + 1 == steps:
                 mean_loss = float(sums["loss"]) / (i + 1)
                 if not math.isfinite(mean_loss):
-                    raise FloatingPointError(
-                        f"non-finite loss in epoch {epoch + 1} by iter {i + 1}: "
-                        + ", ".join(f"{k}={float(v):.4g}" for k, v in logs.items()))
+                    raise NonFiniteError(
+                        f"non-finite loss in epoch {epoch + 1} by iter {i + 1} ("
+                        + ", ".join(f"{k}={float(v):.4g}" for k, v in logs.items())
+                        + f"): training diverged; lower train.lr (now {cfg.train.lr:g}) or set "
+                        "train.grad_clip")
                 bar.set_postfix(loss=f"{mean_loss:.3e}", lr=f"{lr:.1e}")
+                if plain_progress and i + 1 < steps:  # the epoch line follows the last one
+                    print(f"[odkd] epoch {epoch + 1}/{epochs} iter {i + 1}/{steps} "
+                          f"loss {mean_loss:.3e} lr {lr:.1e}", flush=True)
             bar.update(1)
             if writer is not None and it_global % max(1, cfg.train.log_every) == 0:
                 for k, v in logs.items():
                     writer.add_scalar(f"train/{k}", float(v), it_global)
                 writer.add_scalar("train/lr", lr, it_global)
         bar.close()
+        _finite_model_check(model, images[:4], cfg, device, epoch)
         n_steps = max(1, min(steps, len(loader)))
         row = {"epoch": epoch + 1, "lr": lr_at(cfg, epoch, it_global),
                **{k: float(v) / n_steps for k, v in sums.items()},
@@ -345,7 +479,7 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
             or (final_eval and epoch + 1 == epochs)
         if do_eval:
             metrics = run_evaluation(cfg, model, val_coco, val_set.records, device,
-                                     progress=progress, desc=f"eval {epoch + 1}")
+                                     progress=bar_on, desc=f"eval {epoch + 1}")
             row.update({f"val_{k}": v for k, v in metrics.items()})
             if writer is not None:
                 for k, v in metrics.items():
@@ -357,9 +491,11 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
             extra = {"epoch": epoch + 1, "it_global": it_global, "best_ap": best_ap,
                      "optimizer": optimizer.state_dict(), "config": cfg.to_dict(),
                      "metrics": dict(metrics)}
-            save_checkpoint(last_path, model, extra)
+            every = cfg.train.save_every  # 0: only at the end
+            if (every and (epoch + 1) % every == 0) or epoch + 1 == epochs:
+                save_checkpoint(last_path, model, extra)
             if improved:
-                save_checkpoint(best_path, model, extra)
+                save_checkpoint(best_path, model, _weights_only(extra))
             _csv_append(os.path.join(cfg.workdir, "log.csv"), row)
             msg = f"[odkd] epoch {epoch + 1}/{epochs} loss {row['loss']:.3e} " \
                   f"({row['img_s']:.0f} img/s)"
@@ -371,8 +507,7 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
         writer.close()
     if main and not os.path.exists(best_path) and os.path.exists(last_path):
         # Every run leaves a best.pt, even one whose evaluation never ran.
-        import shutil
-        shutil.copyfile(last_path, best_path)
+        atomic_torch_save(_weights_only(read_checkpoint(last_path)), best_path)
     if main and metrics:
         print(format_metrics(metrics))
     best_ap = odist.broadcast_object(best_ap)  # only rank 0 tracks it; every rank returns it
