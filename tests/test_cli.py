@@ -34,3 +34,64 @@ def test_synth_difficulty_choices_match_the_generator():
         parse_args(["synth", "--out", "d", "--difficulty", "extreme"])
     for level in DIFFICULTIES:
         assert parse_args(["synth", "--out", "d", "--difficulty", level]).difficulty == level
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_train_without_config_says_config_is_required(capsys):
+    from odkd.cli import main
+
+    assert main(["train"]) == 2
+    line = _one_error_line(capsys)
+    assert "CONFIG is required" in line and "optional key=value" in line
+    assert main(["train", "train.epochs=1"]) == 2
+    assert "looks like an override" in _one_error_line(capsys)
+    assert parse_args(["train", "demo_scale", "--no-progress"]).no_progress
+    assert not parse_args(["distill", "demo_scale"]).no_progress
+
+
+def test_configs_lists_the_shipped_configs(capsys):
+    from odkd.cli import main
+
+    assert main(["configs"]) == 0
+    out = capsys.readouterr().out
+    assert "demo_scale" in out and "odkd train" in out and "odkd experiment" in out
+
+
+def test_folder_named_like_a_config_and_missing_demo_data(tmp_path, monkeypatch, capsys):
+    """`mkdir demo_scale; odkd train demo_scale` without `make demo`: the shipped config is
+    used and the missing data is one line that says how to get it."""
+    from odkd.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo_scale").mkdir()
+    assert main(["train", "demo_scale"]) == 2
+    line = _one_error_line(capsys)
+    assert "data.train_ann: demo_out/data/annotations/person_keypoints_train.json" in line
+    assert "make demo" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unreadable_image_in_a_worker_is_one_line(tmp_path, capsys):
+    """A zero-byte image read by a DataLoader worker (data.workers=1): one line naming it."""
+    from odkd.cli import main
+    from odkd.synth import generate_split
+
+    generate_split(str(tmp_path), "train", 2, seed=3, size=(96, 96), workers=1, progress=False)
+    generate_split(str(tmp_path), "val", 1, seed=4, size=(96, 96), workers=1, progress=False)
+    bad = sorted((tmp_path / "train").iterdir())[0]
+    bad.write_bytes(b"")
+    ann = tmp_path / "annotations"
+    rc = main(["train", "demo_scale", f"workdir={tmp_path}/w", "data.workers=1",
+               f"data.train_ann={ann}/person_keypoints_train.json",
+               f"data.train_images={tmp_path}/train",
+               f"data.val_ann={ann}/person_keypoints_val.json", f"data.val_images={tmp_path}/val",
+               "data.input_size=[48,64]", "data.cache_images=false", "train.batch_size=64",
+               "train.epochs=1", "--no-progress"])
+    assert rc == 2
+    assert _one_error_line(capsys) == f"odkd train: error: {bad}: cannot read image (missing, " \
+                                      "unreadable or not an image file)"

@@ -68,3 +68,28 @@ def test_every_shipped_config_loads():
             assert exp.seeds and exp.methods, p
         else:
             assert load_config(p).data.input_size, p
+
+
+def test_a_folder_is_not_a_config(tmp_path, monkeypatch):
+    """`mkdir demo_scale; odkd train demo_scale` still means the shipped config; a folder
+    named like no shipped config is a one-line ConfigError, not IsADirectoryError."""
+    from odkd.config import resolve_config_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo_scale").mkdir()
+    (tmp_path / "mine").mkdir()
+    assert resolve_config_path("demo_scale").endswith("configs/demo_scale.yaml")
+    with pytest.raises(ConfigError, match="mine: is a folder"):
+        load_config("mine")
+
+
+def test_demo_scale_names_its_model():
+    # the README curves are Lite-HRNet-18; the code default would silently train HRNet-W32
+    assert load_config("demo_scale").model.name == "litehrnet_18"
+
+
+def test_shipped_configs_are_listed_with_their_command():
+    from odkd.config import shipped_configs
+
+    rows = {name: command for name, command, _ in shipped_configs()}
+    assert rows["demo_scale"] == "train" and rows["demo"] == "experiment"

@@ -213,3 +213,21 @@ def test_bad_input_size():
     from odkd.config import ConfigError
     with pytest.raises(ConfigError, match="heatmap_stride"):
         TopDownDataset([], PAIRS, COCO_UPPER_BODY, DataConfig(input_size=[50, 64]), train=False)
+
+
+@pytest.mark.parametrize("content", [b"", bytes(np.random.default_rng(0).integers(0, 256, 4096,
+                                                                                 np.uint8))])
+def test_unreadable_image_in_a_worker_is_one_line(tmp_path, content):
+    """A DataLoader worker re-raises the DataError with its whole traceback as the message;
+    errors.one_line (what the CLI prints) brings back the one line naming the file."""
+    from odkd.errors import one_line
+
+    rec = synthetic(tmp_path)
+    (tmp_path / "bad.jpg").write_bytes(content)
+    rec.file_name = str(tmp_path / "bad.jpg")
+    ds = TopDownDataset([rec], PAIRS, COCO_UPPER_BODY, no_aug(), train=True)
+    with pytest.raises(DataError) as e:
+        next(iter(torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1)))
+    assert "Traceback" in str(e.value)  # what torch hands back
+    assert one_line(e.value) == f"{rec.file_name}: cannot read image (missing, unreadable or " \
+                                "not an image file)"

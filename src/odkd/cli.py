@@ -5,11 +5,11 @@ import argparse
 import importlib
 import sys
 
-from odkd.errors import OdkdError
+from odkd.errors import OdkdError, one_line
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func``.
 COMMANDS = ["train", "eval", "convert", "synth", "distill", "experiment", "demo", "infer",
-            "export", "bench"]
+            "export", "bench", "configs"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = args.func(args)
     except OdkdError as e:
-        print(f"odkd {args.command}: error: {e}", file=sys.stderr)
+        print(f"odkd {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"odkd {args.command}: interrupted", file=sys.stderr)

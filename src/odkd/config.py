@@ -244,6 +244,10 @@ def load_yaml(path: str) -> dict:
             data = yaml.safe_load(f) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a YAML config file") from None
+    except (PermissionError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the config file ({type(e).__name__})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -270,14 +274,43 @@ def load_config(path: str | None = None, overrides: list[str] | tuple = (),
 
 
 def resolve_config_path(path: str) -> str:
-    """Accept a file path or the name of a config shipped with odkd (e.g. ``demo``)."""
-    if os.path.exists(path):
+    """Accept a file path or the name of a config shipped with odkd (e.g. ``demo``).
+
+    A folder is never a config: ``odkd train demo_scale`` next to a folder ``demo_scale/``
+    (a run's workdir, say) still means the shipped config.
+    """
+    if os.path.isfile(path):
         return path
-    here = os.path.join(os.path.dirname(__file__), "configs")
+    here = shipped_config_dir()
     for cand in (os.path.join(here, path), os.path.join(here, path + ".yaml")):
-        if os.path.exists(cand):
+        if os.path.isfile(cand):
             return cand
-    raise ConfigError(f"config file not found: {path} (nor a shipped config in {here})")
+    if os.path.isdir(path):
+        raise ConfigError(f"{path}: is a folder, not a YAML config file (nor the name of a "
+                          "shipped config; `odkd configs` lists them)")
+    raise ConfigError(f"config file not found: {path} (nor a shipped config in {here}; "
+                      "`odkd configs` lists them)")
+
+
+def shipped_config_dir() -> str:
+    return os.path.join(os.path.dirname(__file__), "configs")
+
+
+def shipped_configs() -> list[tuple[str, str, str]]:
+    """(name, command, first comment line) of each config shipped with odkd; command is
+    ``experiment`` for experiment files (they list ``methods``), else ``train``."""
+    out = []
+    here = shipped_config_dir()
+    for name in sorted(os.listdir(here)):
+        if not name.endswith(".yaml"):
+            continue
+        with open(os.path.join(here, name)) as f:
+            text = f.read()
+        about = next((ln.lstrip("#").strip() for ln in text.splitlines() if ln.startswith("#")),
+                     "")
+        data = yaml.safe_load(text) or {}
+        out.append((name[:-len(".yaml")], "experiment" if "methods" in data else "train", about))
+    return out
 
 
 def save_config(cfg: Config, path: str) -> None:
