@@ -86,56 +86,107 @@ def _torchrun(*args: str) -> list[str]:
             "2", *args]
 
 
-def _rel_diffs(a: dict, b: dict, init: dict, params: set) -> dict:
-    """||a - b|| / ||a - init|| over the weights and over the BN running statistics."""
-    groups = {"params": lambda k: k in params, "buffers": lambda k: "running" in k}
-    out = {}
-    for name, sel in groups.items():
-        diff = upd = 0.0
-        for k, va in a.items():
-            if sel(k):
-                diff += float((va - b[k]).norm() ** 2)
-                upd += float((va - init[k]).norm() ** 2)
-        assert upd > 0, name
-        out[name] = (diff / upd) ** 0.5
-    return out
+# One training step's gradients in float64, right after DDP's all-reduce, against one process
+# on the same global batch. float64 makes the comparison well-conditioned: in float32 the
+# gradients of a randomly initialised deep BN network are dominated by summation-order noise,
+# whose size depends on the CPU (measured: 0.49 of the update on an AMD EPYC, 0.007 on an Intel
+# Xeon), so no float32 tolerance holds on every machine. Each mode rebuilds the model from
+# the same seed. Modes: "ok" (the training set-up), "no_sync_bn" (train.sync_bn=false) and
+# "wrong_split" (every rank reads rank 0's slice): the last two must be caught.
+_GRADS = """
+import sys, torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from odkd.config import load_config
+from odkd.data.dataset import build_datasets
+from odkd.engine import dist as odist
+from odkd.engine.train import SupervisedObjective, build_train_loader, prepare_batch
+from odkd.models import build_model
+from odkd.utils import seed_everything
+cfg = load_config(sys.argv[1])
+rank, world, device = odist.init_distributed("cpu")
+torch.set_num_threads(int(sys.argv[3]))
+train_set, _, _ = build_datasets(cfg, val=False)
+out = {}
+for mode in ("ok", "no_sync_bn", "wrong_split"):
+    if world == 1 and mode != "ok":
+        continue
+    seed_everything(3)
+    model = build_model("hrnet_w16", 17, False).double().train()
+    loader, sampler, dev_aug = build_train_loader(
+        cfg, train_set, 0 if mode == "wrong_split" else rank, world, device)
+    sampler.set_epoch(0)
+    train_set.set_epoch(0)
+    if world > 1 and mode != "no_sync_bn":
+        model = odist.convert_sync_batchnorm(model, device)
+    net = DDP(model) if world > 1 else model
+    before = {k: b.clone() for k, b in model.named_buffers() if "running" in k}
+    images, gt = prepare_batch(next(iter(loader)), device, dev_aug)
+    gt = {k: v.double() for k, v in gt.items()}
+    loss, _ = SupervisedObjective(0.0)(net(images.double()), gt, {}, 0)
+    loss.backward()  # DDP averages the gradients over the ranks here
+    out[mode] = {"grads": {k: p.grad.clone() for k, p in model.named_parameters()},
+                 # the step's update of the BN statistics (not their values, which the
+                 # initial running_var = 1 would dominate)
+                 "buffers": {k: b - before[k] for k, b in model.named_buffers() if k in before}}
+if rank == 0:
+    torch.save(out, sys.argv[2])
+odist.cleanup()
+"""
+
+
+def _rel(a: dict, b: dict) -> float:
+    """||a - b|| / ||a|| over all tensors of two name -> tensor dicts."""
+    diff = sum(float((a[k] - b[k]).norm() ** 2) for k in a)
+    ref = sum(float(a[k].norm() ** 2) for k in a)
+    assert ref > 0
+    return (diff / ref) ** 0.5
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_match_one(tmp_path, data):
-    """Two steps over two epochs (set_epoch and a sharded eval in between), device aug on."""
-    from odkd.models import build_model
-    from odkd.utils import seed_everything
-
+def test_ddp_gradients_equal_one_process_in_float64(tmp_path, data):
+    """After the all-reduce, 2 processes' gradients and BN statistics equal one process's on
+    the same global batch, at 1 and 2 threads; no sync BN or a wrong sampler split is caught."""
     cfg = _config(data, tmp_path / "cfg.yaml")
-    one, one_b, two = tmp_path / "one", tmp_path / "one_b", tmp_path / "two"
+    script = tmp_path / "grads.py"
+    script.write_text(_GRADS)
+    res = {}
+    for threads in (1, 2):
+        _run([sys.executable, str(script), str(cfg), str(tmp_path / f"one{threads}.pt"),
+              str(threads)])
+        res[f"one{threads}"] = torch.load(tmp_path / f"one{threads}.pt", weights_only=True)
+    _run(_torchrun(str(script), str(cfg), str(tmp_path / "two.pt"), "1"))
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
+    one = res["one1"]["ok"]
+    # float64: summation order moves results by ~1e-15 relative; 1e-9 leaves a wide margin
+    # and is still far below what the faults below produce (> 1e-3)
+    for what in ("grads", "buffers"):
+        assert _rel(one[what], res["one2"]["ok"][what]) < 1e-9, what
+        assert _rel(one[what], two["ok"][what]) < 1e-9, what
+    for fault in ("no_sync_bn", "wrong_split"):
+        assert _rel(one["grads"], two[fault]["grads"]) > 1e-3, fault
+        assert _rel(one["buffers"], two[fault]["buffers"]) > 1e-3, fault
+
+
+@pytest.mark.slow
+def test_torchrun_training_runs_end_to_end(tmp_path, data):
+    """The real `odkd train` under torchrun: two steps over two epochs (set_epoch and a sharded
+    eval in between), device aug on. The numerics are checked in float64 above; float32
+    weights after two steps differ by summation-order noise that depends on the CPU, so this
+    checks what does not: the step count, integer buffers and finite weights."""
+    cfg = _config(data, tmp_path / "cfg.yaml")
+    one, two = tmp_path / "one", tmp_path / "two"
     _run([sys.executable, "-m", "odkd.cli", "train", str(cfg), f"workdir={one}"])
-    _run([sys.executable, "-m", "odkd.cli", "train", str(cfg), f"workdir={one_b}",
-          "train.threads=2"])
     _run(_torchrun("-m", "odkd.cli", "train", str(cfg), f"workdir={two}"))
     ck = {p.name: torch.load(p / "last.pt", map_location="cpu", weights_only=True)
-          for p in (one, one_b, two)}
+          for p in (one, two)}
     assert ck["one"]["it_global"] == ck["two"]["it_global"] == 2
-    seed_everything(3)
-    model = build_model("hrnet_w16", 17, False)
-    init, params = model.state_dict(), {k for k, _ in model.named_parameters()}
-    # float32 gradients of the stem of a randomly initialised deep BN network are mostly
-    # rounding noise (one process, float32 vs float64: 1e-2 relative on conv1 after one step,
-    # and it grows with each step), so the reference for "the same" is the spread between two
-    # single-process runs that differ only in summation order (1 vs 2 threads). Measured: noise
-    # ~0.4 of the update for the weights, ~0.015 for the BN means; DDP within that; without
-    # synchronised BN (train.sync_bn=false) 1.7 and 0.18 after a single step.
-    noise = _rel_diffs(ck["one"]["state_dict"], ck["one_b"]["state_dict"], init, params)
-    got = _rel_diffs(ck["one"]["state_dict"], ck["two"]["state_dict"], init, params)
-    for name in ("params", "buffers"):
-        assert got[name] < max(2.0 * noise[name], 0.02), (name, got, noise)
-    assert got["buffers"] < 0.1
     for k, va in ck["one"]["state_dict"].items():
-        if not va.is_floating_point():
-            assert torch.equal(va, ck["two"]["state_dict"][k]), k
-    a, b = ck["one"], ck["two"]
-    for key, val in a["metrics"].items():
-        assert b["metrics"][key] == pytest.approx(val, abs=1e-6), key
+        vb = ck["two"]["state_dict"][k]
+        if va.is_floating_point():
+            assert torch.isfinite(vb).all(), k
+        else:
+            assert torch.equal(va, vb), k  # num_batches_tracked: both saw every step
+    assert set(ck["two"]["metrics"]) == set(ck["one"]["metrics"])
 
 
 _ORACLE = """

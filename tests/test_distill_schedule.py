@@ -40,7 +40,7 @@ def test_constant_schedules():
     assert _run("fpd", fpd_teacher="st") == [ST] * 10
 
 
-def test_epochs_past_the_end_keep_last_phase():
+def test_steps_past_the_end_keep_last_phase():
     assert teacher_weights("orderly", 12, 10, 0.5) == ST
     assert teacher_weights("reverse", 12, 10, 0.5) == PT
 
@@ -54,10 +54,10 @@ def test_unknown_schedule_lists_valid_names():
 
 
 @pytest.mark.parametrize("kwargs,field", [
-    (dict(schedule="orderly", epoch=0, total_epochs=10, pt_fraction=1.5), "distill.pt_fraction"),
-    (dict(schedule="fpd", epoch=0, total_epochs=10, pt_fraction=0.5, fpd_teacher="tt"),
+    (dict(schedule="orderly", step=0, total_steps=10, pt_fraction=1.5), "distill.pt_fraction"),
+    (dict(schedule="fpd", step=0, total_steps=10, pt_fraction=0.5, fpd_teacher="tt"),
      "distill.fpd_teacher"),
-    (dict(schedule="orderly", epoch=0, total_epochs=0, pt_fraction=0.5), "train.epochs"),
+    (dict(schedule="orderly", step=0, total_steps=0, pt_fraction=0.5), "train.epochs"),
 ])
 def test_bad_settings_name_the_field(kwargs, field):
     with pytest.raises(ConfigError, match=field):
@@ -73,8 +73,34 @@ def test_schedule_teachers():
 
 
 def test_describe_schedule():
-    assert describe_schedule("orderly", 10, 0.5) == "orderly: PT epochs 0-4, ST epochs 5-9"
-    assert describe_schedule("reverse", 3, 0.34) == "reverse: ST epochs 0-1, PT epoch 2"
-    assert describe_schedule("simultaneous", 2, 0.5) == "simultaneous: PTx0.5 + STx0.5 epochs 0-1"
-    assert describe_schedule("none", 2, 0.5) == "none: GT only epochs 0-1"
-    assert describe_schedule("fpd", 2, 0.5, "st") == "fpd (teacher ST): ST epochs 0-1"
+    assert describe_schedule("orderly", 10, 0.5) == "orderly: PT steps 0-4, ST steps 5-9"
+    assert describe_schedule("reverse", 3, 0.34) == "reverse: ST steps 0-1, PT step 2"
+    assert describe_schedule("simultaneous", 2, 0.5) == "simultaneous: PTx0.5 + STx0.5 steps 0-1"
+    assert describe_schedule("none", 2, 0.5) == "none: GT only steps 0-1"
+    assert describe_schedule("fpd", 2, 0.5, "st") == "fpd (teacher ST): ST steps 0-1"
+    assert describe_schedule("orderly", 10, 0.0) == "orderly: ST steps 0-9"
+    assert describe_schedule("orderly", 10, 1.0) == "orderly: PT steps 0-9"
+
+
+def test_describe_schedule_gives_epochs_and_matches_weights():
+    # 3 epochs of 100 steps, switch at 35 %: inside the second epoch
+    assert describe_schedule("orderly", 300, 0.35, steps_per_epoch=100) == \
+        "orderly: PT steps 0-104 (epochs 0-1.05), ST steps 105-299 (epochs 1.05-3)"
+    # the text is built from teacher_weights at a few points: check it against a full walk
+    for schedule in SCHEDULES:
+        for total, frac in ((7, 0.3), (10, 0.5), (1, 0.5), (4, 0.0), (4, 1.0)):
+            walk = []
+            for step, w in enumerate(_run(schedule, total, frac)):
+                if walk and walk[-1][2] == w:
+                    walk[-1][1] = step
+                else:
+                    walk.append([step, step, w])
+            assert describe_schedule(schedule, total, frac).count(",") == len(walk) - 1, \
+                (schedule, total, frac)
+
+
+def test_switch_by_iteration_lands_inside_an_epoch():
+    """A 2-epoch run of 45 steps each can switch at any step, not only at epoch 0, 1 or 2."""
+    total = 2 * 45
+    w = _run("orderly", total, 0.3)
+    assert w[:27] == [PT] * 27 and w[27:] == [ST] * 63  # 0.3 * 90 = 27, in epoch 1

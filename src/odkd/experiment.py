@@ -52,6 +52,11 @@ class SynthSpec:
     val: int = 300
     occluded: int = 300
     difficulty: str = "medium"  # SynthPose --difficulty: easy | medium | hard (see scene.py)
+    # Held-out sets that report (settings are chosen on val only): `heldout` val-like and
+    # occluded images each, drawn with `heldout_seed` into ROOT_heldout, evaluated as the
+    # splits heldout_val / heldout_occluded. 0: none.
+    heldout: int = 0
+    heldout_seed: int = 1
 
 
 @dataclass
@@ -108,8 +113,18 @@ def _splits(exp: ExperimentConfig) -> dict:
     if exp.synth is None:
         raise ConfigError("experiment: give `splits` or a `synth` section")
     r = exp.synth.root
-    return {s: {"ann": os.path.join(r, "annotations", f"person_keypoints_{s}.json"),
-                "images": os.path.join(r, s)} for s in ("val", "occluded")}
+    out = {s: {"ann": os.path.join(r, "annotations", f"person_keypoints_{s}.json"),
+               "images": os.path.join(r, s)} for s in ("val", "occluded")}
+    if exp.synth.heldout:
+        h = heldout_root(exp.synth)
+        out.update({f"heldout_{s}": {"ann": os.path.join(h, "annotations",
+                                                         f"person_keypoints_{s}.json"),
+                                     "images": os.path.join(h, s)} for s in ("val", "occluded")})
+    return out
+
+
+def heldout_root(s: SynthSpec) -> str:
+    return s.root.rstrip("/") + "_heldout"
 
 
 def prepare_data(exp: ExperimentConfig, log=print) -> None:
@@ -119,17 +134,22 @@ def prepare_data(exp: ExperimentConfig, log=print) -> None:
     from odkd.synth import generate_split
 
     s = exp.synth
-    for split, n in (("train", s.train), ("val", s.val), ("occluded", s.occluded)):
-        ann = os.path.join(s.root, "annotations", f"person_keypoints_{split}.json")
-        stamp = os.path.join(s.root, f".{split}.spec.json")
-        spec = {"n": n, "seed": s.seed, "size": list(s.size), "difficulty": s.difficulty}
+    todo = [(s.root, split, n, s.seed)
+            for split, n in (("train", s.train), ("val", s.val), ("occluded", s.occluded))]
+    if s.heldout:
+        todo += [(heldout_root(s), split, s.heldout, s.heldout_seed)
+                 for split in ("val", "occluded")]
+    for root, split, n, seed in todo:
+        ann = os.path.join(root, "annotations", f"person_keypoints_{split}.json")
+        stamp = os.path.join(root, f".{split}.spec.json")
+        spec = {"n": n, "seed": seed, "size": list(s.size), "difficulty": s.difficulty}
         if os.path.exists(ann) and os.path.exists(stamp) and json.load(open(stamp)) == spec:
-            log(f"[odkd] SynthPose {split}: cached ({n} images in {s.root})")
+            log(f"[odkd] SynthPose {split}: cached ({n} images in {root})")
             continue
         t0 = time.time()
-        generate_split(s.root, split, n, s.seed, size=tuple(s.size), difficulty=s.difficulty)
+        generate_split(root, split, n, seed, size=tuple(s.size), difficulty=s.difficulty)
         atomic_write_text(stamp, json.dumps(spec))
-        log(f"[odkd] SynthPose {split}: {n} images in {time.time() - t0:.1f}s")
+        log(f"[odkd] SynthPose {split}: {n} images (seed {seed}) in {time.time() - t0:.1f}s")
 
 
 def _data_key(exp: ExperimentConfig) -> str:
@@ -139,8 +159,10 @@ def _data_key(exp: ExperimentConfig) -> str:
     import dataclasses
     import hashlib
 
-    # every field but the folder (already part of each run's data paths)
-    spec = {k: v for k, v in dataclasses.asdict(exp.synth).items() if k != "root"}
+    # every field that shapes the training data, bar the folder (already part of each run's
+    # data paths); the held-out sets only report, so adding them keeps finished runs valid
+    spec = {k: v for k, v in dataclasses.asdict(exp.synth).items()
+            if k not in ("root", "heldout", "heldout_seed")}
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -11,9 +11,11 @@ def joints_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | 
 
     pred/target: (N, K, h, w); weight: (N, K) or None.
     """
-    err = (pred.float() - target.float()).pow(2).mean(dim=(2, 3))  # (N, K)
+    # at least float32 (bf16 outputs are promoted), but float64 stays float64 (DDP test)
+    dt = torch.promote_types(pred.dtype, torch.float32)
+    err = (pred.to(dt) - target.to(dt)).pow(2).mean(dim=(2, 3))  # (N, K)
     if weight is not None:
-        err = err * weight.float().pow(2)
+        err = err * weight.to(dt).pow(2)
     return 0.5 * err.mean()
 
 

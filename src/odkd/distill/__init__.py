@@ -2,7 +2,7 @@
 
 Read them in this order:
 
-* ``schedule.py`` -- which teacher teaches at which epoch: the primary teacher (PT, weaker)
+* ``schedule.py`` -- which teacher teaches at which training step: the primary teacher (PT, weaker)
   first, then the senior teacher (ST, stronger, with a segmentation output) = "orderly";
 * ``binarize.py`` -- cut target heatmaps at ``tau * peak`` to drop the teachers' noise;
 * ``losses.py`` -- ground truth + PT keypoint imitation + ST keypoint and mask imitation
@@ -11,9 +11,9 @@ Read them in this order:
 
 A training step is then::
 
-    needed = loss_fn.needed_teachers(epoch)          # skip teachers with zero weight
+    needed = loss_fn.needed_teachers(step)           # skip teachers with zero weight
     t_out = run_teachers(teachers, images, needed)
-    loss, logs = loss_fn(student(images), batch, t_out, epoch)
+    loss, logs = loss_fn(student(images), batch, t_out, step)
 """
 from odkd.distill.binarize import BINARIZE_MODES, binarize
 from odkd.distill.losses import DistillLoss, mask_kl, teachers_in_use

@@ -1,6 +1,6 @@
 """The distillation loss: ground truth + primary-teacher + senior-teacher terms.
 
-With ``(w_pt, w_st)`` from :func:`odkd.distill.schedule.teacher_weights` at this epoch, ``S``
+With ``(w_pt, w_st)`` from :func:`odkd.distill.schedule.teacher_weights` at this training step, ``S``
 the student heatmaps, ``B(.)`` the configured binarization and ``MSE`` HRNet's target-weighted
 ``joints_mse``::
 
@@ -27,7 +27,7 @@ Choices, and why:
   what makes it useful. It is added only when both the student and the ST output a mask.
 * **GT mask.** When the student has a mask head and the batch carries a GT mask, the
   ``mask_bce`` against it (``mask_weight`` zeroes crops without annotation) is added at every
-  epoch with ``seg_weight``. The head then learns from the start (during the PT phase of the
+  step with ``seg_weight``. The head then learns from the start (during the PT phase of the
   orderly schedule too), and ``seg_weight=0`` removes *all* segmentation learning, which is the
   clean "no segmentation" ablation.
 * **FPD** (Fast Pose Distillation, the single-teacher baseline) is kept exactly as published:
@@ -49,7 +49,8 @@ import torch.nn.functional as F
 
 from odkd.config import ConfigError, DistillConfig
 from odkd.distill.binarize import binarize, check_binarize
-from odkd.distill.schedule import check_schedule, schedule_teachers, teacher_weights
+from odkd.distill.schedule import (check_schedule, describe_schedule, schedule_teachers,
+                                   teacher_weights)
 from odkd.losses import joints_mse, mask_bce
 
 BINARIZE_TARGETS: tuple[str, ...] = ("gt", "teacher")
@@ -85,7 +86,7 @@ def _active_teachers(cfg: DistillConfig, w_pt: float, w_st: float) -> set[str]:
 
 
 def teachers_in_use(cfg: DistillConfig) -> set[str]:
-    """Teachers needed at some epoch (their checkpoints must be given before training)."""
+    """Teachers needed at some step (their checkpoints must be given before training)."""
     check_distill_config(cfg)
     used = schedule_teachers(cfg.schedule, cfg.pt_fraction, cfg.fpd_teacher)
     return _active_teachers(cfg, 1.0 if "pt" in used else 0.0, 1.0 if "st" in used else 0.0)
@@ -113,26 +114,48 @@ def _check_shape(what: str, got: torch.Tensor, want: torch.Tensor) -> None:
 
 
 class DistillLoss:
-    """Callable loss for one distillation run; see the module docstring for the terms."""
+    """Callable loss for one distillation run; see the module docstring for the terms.
 
-    def __init__(self, cfg: DistillConfig, total_epochs: int) -> None:
+    ``total_steps`` is the run's number of training iterations (the schedule's unit). The
+    training loop knows it only once the data is loaded, so it may be given later through
+    :meth:`set_total_steps`.
+    """
+
+    def __init__(self, cfg: DistillConfig, total_steps: int | None = None) -> None:
         check_distill_config(cfg)
-        if total_epochs < 1:
-            raise ConfigError(f"train.epochs: expected >= 1, got {total_epochs!r}")
         self.cfg = cfg
-        self.total_epochs = total_epochs
+        self.total_steps = None
+        if total_steps is not None:
+            self.set_total_steps(total_steps)
         self.bin_gt = cfg.binarize_mode != "none" and "gt" in cfg.binarize_targets
         self.bin_teacher = cfg.binarize_mode != "none" and "teacher" in cfg.binarize_targets
         self._warned_no_mask = False
 
-    def weights(self, epoch: int) -> tuple[float, float]:
-        """``(w_pt, w_st)`` at ``epoch``."""
-        c = self.cfg
-        return teacher_weights(c.schedule, epoch, self.total_epochs, c.pt_fraction, c.fpd_teacher)
+    def set_total_steps(self, total_steps: int) -> None:
+        if total_steps < 1:
+            raise ConfigError(f"training steps (train.epochs x steps per epoch): expected >= 1, "
+                              f"got {total_steps!r}")
+        self.total_steps = int(total_steps)
 
-    def needed_teachers(self, epoch: int) -> set[str]:
-        """Teachers to run this epoch; the others contribute nothing, so skip their forward."""
-        return _active_teachers(self.cfg, *self.weights(epoch))
+    def describe(self, steps_per_epoch: int = 0) -> str:
+        """One log line: which teacher teaches at which steps."""
+        c = self.cfg
+        return describe_schedule(c.schedule, self._total(), c.pt_fraction, c.fpd_teacher,
+                                 steps_per_epoch)
+
+    def _total(self) -> int:
+        if self.total_steps is None:
+            raise RuntimeError("DistillLoss: call set_total_steps() before training")
+        return self.total_steps
+
+    def weights(self, step: int) -> tuple[float, float]:
+        """``(w_pt, w_st)`` at training ``step`` (0-based global iteration)."""
+        c = self.cfg
+        return teacher_weights(c.schedule, step, self._total(), c.pt_fraction, c.fpd_teacher)
+
+    def needed_teachers(self, step: int) -> set[str]:
+        """Teachers to run at this step; the others contribute nothing, so skip their forward."""
+        return _active_teachers(self.cfg, *self.weights(step))
 
     def _teacher_heatmaps(self, name: str, out: dict, student_hm: torch.Tensor) -> torch.Tensor:
         hm = out["heatmaps"].detach().float()
@@ -142,12 +165,12 @@ class DistillLoss:
         return hm
 
     def __call__(self, student_out: dict, gt: dict, teacher_out: dict | None,
-                 epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+                 step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """``(loss, logs)`` for one batch.
 
         student_out: ``{"heatmaps", optional "mask"}``; gt: ``{"heatmap", "target_weight",
         optional "mask", "mask_weight"}``; teacher_out: ``{"pt": dict | None, "st": dict | None}``
-        (only the teachers in ``needed_teachers(epoch)`` are required).
+        (only the teachers in ``needed_teachers(step)`` are required).
         """
         c = self.cfg
         teacher_out = teacher_out or {}
@@ -158,13 +181,13 @@ class DistillLoss:
         _check_shape("GT heatmap", gt_hm, s_hm)
         if self.bin_gt:
             gt_hm = binarize(gt_hm, c.binarize_mode, c.binarize_tau)
-        w_pt, w_st = self.weights(epoch)
+        w_pt, w_st = self.weights(step)
         active = _active_teachers(c, w_pt, w_st)
         missing = sorted(t for t in active if teacher_out.get(t) is None)
         if missing:
-            raise ValueError(f"teacher(s) {missing} needed at epoch {epoch} (schedule "
+            raise ValueError(f"teacher(s) {missing} needed at step {step} (schedule "
                              f"{c.schedule!r}) but their output is missing; run the teachers "
-                             f"listed by needed_teachers(epoch)")
+                             f"listed by needed_teachers(step)")
         zero = s_hm.new_zeros((), dtype=torch.float32)
         terms = {k: zero for k in ("gt_kpt", "gt_mask", "pt_kpt", "st_kpt", "st_seg")}
 

@@ -124,7 +124,7 @@ class _Stepper:
         if teachers:
             schedule = "simultaneous" if len(teachers) == 2 else "pt_only"
             self.kd = DistillLoss(DistillConfig(schedule=schedule, seg_weight=0.0,
-                                                st=TeacherConfig(with_mask=False)), 1)
+                                                st=TeacherConfig(with_mask=False)), total_steps=1)
 
     def __call__(self, images: torch.Tensor, gt: dict, with_teachers: bool = True) -> None:
         if self.channels_last:

@@ -9,16 +9,15 @@ from odkd.engine.train import train
 def distill(cfg: Config, resume: bool = False, progress: bool = True,
             final_eval: bool = True) -> dict:
     from odkd.distill.losses import DistillLoss
-    from odkd.distill.schedule import describe_schedule
     from odkd.distill.teachers import load_teachers
 
     _, _, device = odist.init_distributed(cfg.train.device)
-    objective = DistillLoss(cfg.distill, cfg.train.epochs)
+    # the schedule counts iterations: train() gives the total once the data is loaded, and
+    # prints the schedule line then
+    objective = DistillLoss(cfg.distill)
     teachers = load_teachers(cfg.distill, device)
     if odist.is_main():
         d = cfg.distill
-        print(f"[odkd] distill: "
-              f"{describe_schedule(d.schedule, cfg.train.epochs, d.pt_fraction, d.fpd_teacher)}")
         for name, t in teachers.items():
             if t is not None:
                 ck = getattr(d, name).checkpoint

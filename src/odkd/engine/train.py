@@ -2,7 +2,8 @@
 
 One loop, one "objective": ``SupervisedObjective`` (ground truth only) or
 ``odkd.distill.losses.DistillLoss`` (ground truth + teachers). Both expose
-``needed_teachers(epoch)`` and ``__call__(student_out, gt, teacher_out, epoch)``.
+``needed_teachers(step)`` and ``__call__(student_out, gt, teacher_out, step)`` with ``step``
+the global training iteration (the distillation schedule counts iterations, not epochs).
 Checkpoints are written atomically after every epoch; ``resume=True`` continues from
 ``last.pt`` exactly: data order and augmentation are functions of (seed, epoch, index).
 ``last.pt`` is written every ``train.save_every`` epochs and at the end, weights-only
@@ -48,10 +49,10 @@ class SupervisedObjective:
     def __init__(self, mask_loss_weight: float = 1.0):
         self.mask_loss_weight = mask_loss_weight
 
-    def needed_teachers(self, epoch: int) -> set:
+    def needed_teachers(self, step: int) -> set:
         return set()
 
-    def __call__(self, out: dict, gt: dict, teacher_out: dict, epoch: int):
+    def __call__(self, out: dict, gt: dict, teacher_out: dict, step: int):
         loss = joints_mse(out["heatmaps"], gt["heatmap"], gt["target_weight"])
         # logged values stay on the device: the loop syncs once per log interval, not per step
         logs = {"loss_gt": loss.detach()}
@@ -416,15 +417,20 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
             writer = None
     metrics: dict = {}
     epochs = cfg.train.epochs
+    steps_per_epoch = len(loader)
+    if cfg.train.max_iters_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.train.max_iters_per_epoch)
+    if hasattr(objective, "set_total_steps"):
+        # the distillation schedule is placed on iterations, known only now
+        objective.set_total_steps(max(1, epochs * steps_per_epoch))
+        if main:
+            print(f"[odkd] distill: {objective.describe(steps_per_epoch)}")
     for epoch in range(start_epoch, epochs):
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
         net.train()
-        needed = objective.needed_teachers(epoch)
         t0, n_img, sums = time.time(), 0, {}
-        steps = len(loader)
-        if cfg.train.max_iters_per_epoch:
-            steps = min(steps, cfg.train.max_iters_per_epoch)
+        steps = steps_per_epoch
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not bar_on,
                    leave=False, dynamic_ncols=True)
         for i, batch in enumerate(loader):
@@ -436,8 +442,9 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
             images, gt = prepare_batch(batch, device, dev_aug, channels_last)
             with autocast_ctx(cfg, device):
                 out = fwd(images)
+            needed = objective.needed_teachers(it_global)
             t_out = {name: teachers[name](images) for name in needed if teachers.get(name)}
-            loss, logs = objective(out, gt, t_out, epoch)
+            loss, logs = objective(out, gt, t_out, it_global)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.train.grad_clip > 0:
