@@ -72,5 +72,5 @@ def run(args: argparse.Namespace) -> int:
           f"wrote {len(out['overlays'])} overlay file(s) and {out['results']}")
     if out["instances"] and not out["keypoints_drawn"]:
         print(f"[odkd] no keypoint scored above --kpt-thr {args.kpt_thr:g}: the overlays show "
-              "boxes only (an undertrained model? try a lower --kpt-thr)")
+              "no joints (an undertrained model? try a lower --kpt-thr)")
     return 0
