@@ -76,6 +76,11 @@ class ExperimentConfig:
     # extra named methods: name -> overrides on top of the student's (e.g. a binarization
     # threshold sweep: {odkd_tau03: [distill.schedule=orderly, distill.binarize_tau=0.3]})
     variants: dict = field(default_factory=dict)
+    # Runs trained at once, each in its own process with `threads_per_job` torch threads. On
+    # a 2-core CPU two 1-thread runs do more work per second than one 2-thread run (README,
+    # "Converged distillation table"); a run starts once the teachers it needs are done.
+    jobs: int = 1
+    threads_per_job: int = 1
 
     def method_overrides(self, name: str) -> list:
         return list(self.variants[name]) if name in self.variants else list(METHODS[name])
@@ -249,6 +254,140 @@ def _complexity(cfg: Config) -> tuple[int, float]:
     return int(c["params"]), float(c["gflops"])
 
 
+@dataclass
+class _Job:
+    """One training run of the experiment and what it waits for."""
+    name: str              # teacher_pt / teacher_st / METHOD-STUDENT-sSEED
+    overrides: list
+    workdir: str
+    distill: bool
+    needs: tuple = ()      # teacher names ("pt", "st") whose training must finish first
+    method: str = ""       # table row: method, student, seed
+    student: str = ""
+    seed: int = 0
+
+
+def _teacher_jobs(exp: ExperimentConfig, data_key: str) -> dict:
+    """Teachers: trained once, cached under a hash of everything that defines them."""
+    jobs = {}
+    for name, ovs in (("pt", exp.pt), ("st", exp.st)):
+        ovs = list(ovs) + [f"train.seed={exp.teacher_seed}", "distill.schedule=none"]
+        probe = _run_config(exp, ovs, "x")
+        wd = os.path.join(exp.out, "teachers",
+                          f"{name}-{probe.hash('data', 'model', 'train')}{data_key[:6]}")
+        jobs[name] = _Job(f"teacher_{name}", ovs, wd, distill=False,
+                          method=f"teacher_{name}", student=probe.model.name,
+                          seed=exp.teacher_seed)
+    return jobs
+
+
+def _student_jobs(exp: ExperimentConfig, teachers: dict) -> list:
+    out = []
+    for student in exp.students:
+        for method in exp.methods:
+            if method not in METHODS and method not in exp.variants:
+                continue
+            for seed in exp.seeds:
+                wd = os.path.join(exp.out, "runs", f"{method}-{student}-s{seed}")
+                ovs = [f"model.name={student}", *exp.student, *exp.method_overrides(method),
+                       f"train.seed={seed}",
+                       f"distill.pt.checkpoint={os.path.join(teachers['pt'].workdir, 'best.pt')}",
+                       f"distill.st.checkpoint={os.path.join(teachers['st'].workdir, 'best.pt')}"]
+                cfg = _run_config(exp, ovs, wd)
+                needs = ()
+                if cfg.distill.schedule != "none":
+                    from odkd.distill.losses import teachers_in_use
+                    needs = tuple(sorted(teachers_in_use(cfg.distill)))
+                out.append(_Job(f"{method}-{student}-s{seed}", ovs, wd,
+                                distill=cfg.distill.schedule != "none", needs=needs,
+                                method=method, student=student, seed=seed))
+    return out
+
+
+def _job_main(exp: ExperimentConfig, job: _Job, data_key: str, splits: dict) -> None:
+    """Body of one parallel run (a fresh process): train, then evaluate every split."""
+    import sys
+
+    import torch
+
+    log_path = os.path.join(job.workdir, "train.log")
+    os.makedirs(job.workdir, exist_ok=True)
+    sys.stdout = sys.stderr = open(log_path, "a", buffering=1)
+    torch.set_num_threads(exp.threads_per_job)
+    cfg = _run_config(exp, job.overrides, job.workdir)
+    done = _train_once(cfg, distill=job.distill, log=print, data_key=data_key)
+    _evaluate(cfg, done["best"], splits, job.workdir)
+
+
+def _run_parallel(exp: ExperimentConfig, jobs: list, data_key: str, splits: dict,
+                  log=print, on_done=None) -> None:
+    """Train (and evaluate) ``jobs`` with up to ``exp.jobs`` processes at once.
+
+    Each process leaves exactly what the sequential path leaves (done.json, eval summaries),
+    so the table is then built by the sequential loop, which finds every run finished.
+    """
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # no fork: a forked torch process can deadlock
+    pending = [j for j in jobs if not _finished(j, splits)]
+    finished = {j.name for j in jobs if j not in pending}
+    running: dict = {}
+    t0 = time.time()
+    while pending or running:
+        for name, (proc, job) in list(running.items()):
+            if proc.exitcode is None:
+                continue
+            del running[name]
+            if proc.exitcode != 0:
+                for p, _ in running.values():
+                    p.terminate()
+                from odkd.errors import OdkdError
+                raise OdkdError(f"experiment run {name} failed (exit {proc.exitcode}); "
+                                f"see {os.path.join(job.workdir, 'train.log')}")
+            finished.add(name)
+            if on_done is not None:
+                on_done()
+            log(f"[odkd] done {name} ({(time.time() - t0) / 60:.1f} min into the parallel "
+                f"phase; {len(pending)} waiting, {len(running)} running)")
+        while len(running) < exp.jobs:
+            ready = [j for j in pending if all(f"teacher_{t}" in finished for t in j.needs)]
+            if not ready:
+                break
+            job = ready[0]
+            pending.remove(job)
+            proc = ctx.Process(target=_job_main, args=(exp, job, data_key, splits),
+                               name=job.name)
+            proc.start()
+            running[job.name] = (proc, job)
+            log(f"[odkd] start {job.name} -> {job.workdir} (log: train.log there)")
+        if not running and pending:
+            from odkd.errors import OdkdError
+            raise OdkdError(f"experiment: runs {[j.name for j in pending]} wait for teachers "
+                            f"that are not scheduled")
+        time.sleep(2.0)
+
+
+def _finished_rows(exp: ExperimentConfig, jobs: list, splits: dict) -> list:
+    """Table rows of the jobs that are finished and evaluated (read from their files)."""
+    rows = []
+    for job in jobs:
+        if not _finished(job, splits):
+            continue
+        done = _done(job.workdir)
+        params, gflops = _complexity(_run_config(exp, job.overrides, job.workdir))
+        for split in splits:
+            m = json.load(open(os.path.join(job.workdir, f"eval_{split}", "summary.json")))
+            rows.append({"method": job.method, "student": job.student, "split": split,
+                         "seed": job.seed, "params": params, "gflops": round(gflops, 3),
+                         **{k: m[k] for k in METRIC_KEYS}, "train_s": done["train_s"]})
+    return rows
+
+
+def _finished(job: _Job, splits: dict) -> bool:
+    return _done(job.workdir) is not None and all(
+        os.path.exists(os.path.join(job.workdir, f"eval_{s}", "summary.json")) for s in splits)
+
+
 def run_experiment(exp: ExperimentConfig, log=print) -> dict:
     t_start = time.time()
     os.makedirs(exp.out, exist_ok=True)
@@ -256,21 +395,26 @@ def run_experiment(exp: ExperimentConfig, log=print) -> dict:
     data_key = _data_key(exp)
     splits = _splits(exp)
     rows: list[dict] = []
+    tjobs = _teacher_jobs(exp, data_key)
+    runs = _student_jobs(exp, tjobs)
+    if exp.jobs > 1:
+        # longest first: the ST, then the PT, then runs in table order as teachers finish;
+        # the partial table is rewritten after each finished run
+        everything = [tjobs["st"], tjobs["pt"], *runs]
 
-    # Teachers: trained once, cached under a hash of everything that defines them.
+        def partial():
+            write_results(exp, _finished_rows(exp, [tjobs["pt"], tjobs["st"], *runs], splits),
+                          time.time() - t_start)
+        _run_parallel(exp, everything, data_key, splits, log, on_done=partial)
+
     teacher_ckpt = {}
-    for name, ovs in (("pt", exp.pt), ("st", exp.st)):
-        probe = _run_config(exp, list(ovs) + [f"train.seed={exp.teacher_seed}",
-                                              "distill.schedule=none"], "x")
-        wd = os.path.join(exp.out, "teachers",
-                          f"{name}-{probe.hash('data', 'model', 'train')}{data_key[:6]}")
-        cfg = _run_config(exp, list(ovs) + [f"train.seed={exp.teacher_seed}",
-                                            "distill.schedule=none"], wd)
+    for name, job in tjobs.items():
+        cfg = _run_config(exp, job.overrides, job.workdir)
         log(f"[odkd] teacher {name.upper()} ({cfg.model.name}"
-            f"{' + mask' if cfg.model.with_mask else ''}) -> {wd}")
+            f"{' + mask' if cfg.model.with_mask else ''}) -> {job.workdir}")
         done = _train_once(cfg, distill=False, log=log, data_key=data_key)
         teacher_ckpt[name] = done["best"]
-        metrics = _evaluate(cfg, done["best"], splits, wd)
+        metrics = _evaluate(cfg, done["best"], splits, job.workdir)
         params, gflops = _complexity(cfg)
         for split, m in metrics.items():
             rows.append({"method": f"teacher_{name}", "student": cfg.model.name,
@@ -278,19 +422,12 @@ def run_experiment(exp: ExperimentConfig, log=print) -> dict:
                          "gflops": round(gflops, 3), **{k: m[k] for k in METRIC_KEYS},
                          "train_s": done["train_s"]})
 
-    runs = [(m, s, seed) for s in exp.students for m in exp.methods
-            if m in METHODS or m in exp.variants for seed in exp.seeds]
-    for i, (method, student, seed) in enumerate(runs):
-        wd = os.path.join(exp.out, "runs", f"{method}-{student}-s{seed}")
-        ovs = [f"model.name={student}", *exp.student, *exp.method_overrides(method),
-               f"train.seed={seed}",
-               f"distill.pt.checkpoint={teacher_ckpt['pt']}",
-               f"distill.st.checkpoint={teacher_ckpt['st']}"]
-        cfg = _run_config(exp, ovs, wd)
-        log(f"[odkd] run {i + 1}/{len(runs)}: {method} {student} seed {seed} -> {wd}")
-        done = _train_once(cfg, distill=cfg.distill.schedule != "none", log=log,
-                           data_key=data_key)
-        metrics = _evaluate(cfg, done["best"], splits, wd)
+    for i, job in enumerate(runs):
+        cfg = _run_config(exp, job.overrides, job.workdir)
+        method, student, seed = job.method, job.student, job.seed
+        log(f"[odkd] run {i + 1}/{len(runs)}: {method} {student} seed {seed} -> {job.workdir}")
+        done = _train_once(cfg, distill=job.distill, log=log, data_key=data_key)
+        metrics = _evaluate(cfg, done["best"], splits, job.workdir)
         params, gflops = _complexity(cfg)
         for split, m in metrics.items():
             rows.append({"method": method, "student": student, "split": split, "seed": seed,
@@ -389,6 +526,119 @@ def plot_ablation(rows: list[dict], path: str, metrics=("AP", "PCK")) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+BASELINES = ("scratch", "fpd_pt", "fpd_st")
+
+
+def differences_markdown(rows: list[dict]) -> str:
+    """Seed-by-seed AP differences of every method against each baseline of the same student,
+    beside the seed spread (std over seeds) of the two methods compared."""
+    ap = {(r["method"], r["student"], r["split"], int(r["seed"])): float(r["AP"]) for r in rows}
+    methods = list(dict.fromkeys(r["method"] for r in rows if not r["method"].startswith("teacher")))
+    out = []
+    for split in dict.fromkeys(r["split"] for r in rows):
+        lines = []
+        for student in dict.fromkeys(r["student"] for r in rows
+                                     if not r["method"].startswith("teacher")):
+            for base in BASELINES:
+                for m in methods:
+                    if m == base:
+                        continue
+                    seeds = sorted(sd for (mm, st, sp, sd) in ap
+                                   if (mm, st, sp) == (m, student, split)
+                                   and (base, student, split, sd) in ap)
+                    if not seeds:
+                        continue
+                    d = [ap[(m, student, split, sd)] - ap[(base, student, split, sd)]
+                         for sd in seeds]
+                    mean, sd_d = _mean_std(d)
+                    spread = max(_mean_std([ap[(x, student, split, sd)] for sd in seeds])[1]
+                                 for x in (m, base))
+                    wins = sum(v > 0 for v in d)
+                    lines.append(f"| {m} − {base} | {student} | "
+                                 + " / ".join(f"{100 * v:+.1f}" for v in d)
+                                 + f" | {100 * mean:+.1f} ± {100 * sd_d:.1f} | {100 * spread:.1f} "
+                                 f"| {wins}/{len(d)} |")
+        if lines:
+            out.append(f"**{split}**: AP difference (points), seed by seed\n\n"
+                       "| comparison | student | per seed | mean ± std | seed spread | ahead |\n"
+                       "|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+    if not out:
+        return ""
+    return ("#### Differences against the baselines\n\n'seed spread' is the larger std over "
+            "seeds of the two methods compared.\n\n" + "\n".join(out))
+
+
+def _curves(exp: ExperimentConfig) -> dict:
+    """name -> [(step, val AP)] from every finished or running run's log.csv."""
+    out = {}
+    for group in ("teachers", "runs"):
+        root = os.path.join(exp.out, group)
+        if not os.path.isdir(root):
+            continue
+        for name in sorted(os.listdir(root)):
+            path = os.path.join(root, name, "log.csv")
+            if not os.path.exists(path):
+                continue
+            pts = []
+            cap = int(exp.base.get("train", {}).get("max_iters_per_epoch", 0) or 1)
+            for r in csv.DictReader(open(path, newline="")):
+                # logs written before `step` was logged: epochs x the iteration cap
+                step = int(r["step"]) if r.get("step") else int(r["epoch"]) * cap
+                if r.get("val_AP"):
+                    pts.append((step, float(r["val_AP"])))
+            if pts:
+                out[name.split("-")[0] if group == "teachers" else name] = pts
+    return out
+
+
+def plateau_markdown(curves: dict, method: str = "scratch") -> str:
+    """The plateau check: val AP rise over the last 20 % of each ``method`` run's schedule."""
+    lines = []
+    for name, pts in curves.items():
+        if not name.startswith(f"{method}-") or len(pts) < 2:
+            continue
+        last_step, last_ap = pts[-1]
+        ref = [p for p in pts if p[0] <= 0.8 * last_step]
+        if not ref:
+            continue
+        s0, a0 = ref[-1]
+        rise = (last_ap - a0) / a0 if a0 > 0 else float("inf")
+        lines.append(f"| {name} | {s0} | {100 * a0:.1f} | {last_step} | {100 * last_ap:.1f} | "
+                     f"{100 * rise:+.1f} % |")
+    if not lines:
+        return ""
+    return ("#### Plateau check (val AP %, last 20 % of the schedule)\n\n"
+            "| run | step | AP | last step | AP | rise |\n|---|---|---|---|---|---|\n"
+            + "\n".join(lines) + "\n")
+
+
+def plot_curves(curves: dict, path: str) -> None:
+    """Val AP against training step for every run (one line each, colour by method)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colours: dict = {}
+    for name, pts in curves.items():
+        method = name.rsplit("-", 2)[0] if "-" in name else f"teacher {name.upper()}"
+        new = method not in colours
+        c = colours.setdefault(method, f"C{len(colours) % 10}")
+        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], color=c, marker=".",
+                alpha=0.8, lw=2.5 if method.startswith("teacher") else 1.2,
+                label=method if new else None)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("val AP (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    from odkd.utils import atomic_write_bytes
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def write_results(exp: ExperimentConfig, rows: list[dict], wall_s: float) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
@@ -397,7 +647,11 @@ def write_results(exp: ExperimentConfig, rows: list[dict], wall_s: float) -> str
         w.writerow({k: r.get(k, "") for k in CSV_COLUMNS})
     atomic_write_text(os.path.join(exp.out, "results.csv"), buf.getvalue())
     table = results_markdown(rows, f"odkd experiment `{exp.name}`", wall_s)
-    atomic_write_text(os.path.join(exp.out, "results.md"), table)
+    curves = _curves(exp)
+    extra = "\n".join(x for x in (differences_markdown(rows), plateau_markdown(curves)) if x)
+    atomic_write_text(os.path.join(exp.out, "results.md"), table + ("\n" + extra if extra else ""))
     if rows:
         plot_ablation(rows, os.path.join(exp.out, "ablation.png"))
+    if curves:
+        plot_curves(curves, os.path.join(exp.out, "curves.png"))
     return table

@@ -477,7 +477,7 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
         bar.close()
         _finite_model_check(model, images[:4], cfg, device, epoch)
         n_steps = max(1, min(steps, len(loader)))
-        row = {"epoch": epoch + 1, "lr": lr_at(cfg, epoch, it_global),
+        row = {"epoch": epoch + 1, "step": it_global, "lr": lr_at(cfg, epoch, it_global),
                **{k: float(v) / n_steps for k, v in sums.items()},
                "img_s": n_img * world / max(1e-9, time.time() - t0)}
 
