@@ -36,7 +36,6 @@ def run(args) -> int:
 
     from odkd.data.coco import detections_summary
     from odkd.engine.evaluate import build_eval_records, format_metrics, run_evaluation
-    from odkd.models.checkpoint import build_from_checkpoint, read_checkpoint
     from odkd.utils import pick_device
 
     overrides = list(args.overrides)
@@ -44,26 +43,21 @@ def run(args) -> int:
         # `odkd eval key=value ...` without a config: the first override lands in CONFIG
         overrides.insert(0, args.config)
         args.config = None
-    base = None
-    ort_model = None
+    loaded = None
     if args.checkpoint and not args.oracle:
-        from odkd.deploy.spec import resolve_backend
+        from odkd.deploy.spec import load_pose
 
-        if resolve_backend(args.checkpoint, args.backend) == "onnxruntime":
-            from odkd.deploy.ort_model import OrtPoseModel
+        # the loader of `odkd.load` / `odkd infer`: stored config (or CONFIG), model, spec
+        loaded = load_pose(args.checkpoint, backend=args.backend, device=args.device,
+                           name=args.model or None, config=args.config, overrides=overrides,
+                           verbose=True)
+        cfg = loaded.cfg
+    elif args.checkpoint:
+        from odkd.deploy.spec import checkpoint_config
 
-            ort_model = OrtPoseModel(args.checkpoint, device=args.device or "cpu")
-    if ort_model is not None:
-        # Settings, input size and flip pairs come from the export's metadata.
-        cfg = ort_model.spec.eval_config(args.config, overrides)
-        cfg.train.amp = cfg.eval.amp = "none"
-    elif args.checkpoint and not args.config:
-        ck = read_checkpoint(args.checkpoint)
-        if isinstance(ck, dict) and ck.get("format") == "odkd" and "config" in ck:
-            base = ck["config"]
-            base.pop("distill", None)  # teachers are irrelevant to evaluation
-    if ort_model is None:
-        cfg = load_config(args.config, overrides, base=base)
+        cfg = checkpoint_config(args.checkpoint, args.config, overrides)
+    else:
+        cfg = load_config(args.config, overrides)
     if args.no_flip:
         cfg.eval.flip_test = False
     if args.device:
@@ -77,15 +71,8 @@ def run(args) -> int:
     if not args.oracle and not args.checkpoint:
         raise OdkdError("give --checkpoint PATH (or --oracle to evaluate ground-truth heatmaps)")
 
-    device = pick_device(cfg.train.device)
-    model = None
-    if ort_model is not None:
-        model, device = ort_model, pick_device("cpu")  # onnxruntime takes numpy (CPU) inputs
-    elif not args.oracle:
-        model = build_from_checkpoint(args.checkpoint, name=args.model or None,
-                                      num_joints=None, with_mask=None)
-        model.to(device).eval()
-        cfg.model.name = getattr(model, "odkd_name", cfg.model.name)
+    model, device = (loaded.model, loaded.device) if loaded else (None,
+                                                                  pick_device(cfg.train.device))
     skipped: dict = {}
     coco, records = build_eval_records(cfg, ann, images, boxes, oracle=args.oracle,
                                        skipped=skipped)

@@ -39,33 +39,19 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from odkd.deploy.infer import InferOptions, TopDownPredictor, run_inference
-    from odkd.deploy.spec import load_pose_model
-    from odkd.errors import OdkdError
-
-    if args.threads is not None:
-        if args.threads < 1:
-            raise OdkdError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    model, spec, device = load_pose_model(args.checkpoint, backend=args.backend,
-                                          device=args.device, name=args.model,
-                                          input_size=args.input_size, threads=args.threads)
-    cfg = spec.eval_config()
-    predictor = TopDownPredictor(model, spec, device, batch_size=args.batch_size,
-                                 flip_test=cfg.eval.flip_test and not args.no_flip,
-                                 shift_heatmap=cfg.eval.shift_heatmap, decode=cfg.eval.decode,
-                                 padding=cfg.data.padding)
-    opts = InferOptions(boxes=args.boxes, ann=args.ann, det_thr=args.det_thr,
-                        kpt_thr=args.kpt_thr, draw_masks=not args.no_mask,
-                        oks_nms_thr=cfg.eval.oks_nms_thr, in_vis_thr=cfg.eval.in_vis_thr,
-                        rescore=cfg.eval.rescore, max_frames=args.max_frames,
-                        progress=not args.no_progress)
+    from odkd.api import load
     from odkd.data.coco import format_skips
+    from odkd.deploy.infer import run_inference
 
-    out = run_inference(predictor, args.input, args.out, opts)
-    k = spec.num_joints
+    # the API's loader: the checkpoint's eval settings reach `odkd infer` and `odkd.load` alike
+    pose = load(args.checkpoint, backend=args.backend, device=args.device, model=args.model,
+                input_size=args.input_size, threads=args.threads, batch_size=args.batch_size,
+                flip=False if args.no_flip else None)
+    opts = pose.options(boxes=args.boxes, ann=args.ann, det_thr=args.det_thr,
+                        kpt_thr=args.kpt_thr, draw_masks=not args.no_mask,
+                        max_frames=args.max_frames, progress=not args.no_progress)
+    out = run_inference(pose.predictor, args.input, args.out, opts)
+    k = pose.spec.num_joints
     print(f"[odkd] {out['frames']} frame(s), {out['instances']} person(s), "
           f"{out['keypoints_drawn']} of {out['instances'] * k} keypoints above --kpt-thr "
           f"{args.kpt_thr:g} drawn{format_skips(out['skipped']).replace('skipped:', 'boxes skipped:')}; "

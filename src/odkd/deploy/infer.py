@@ -11,8 +11,8 @@ import json
 import math
 import os
 from collections import Counter
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -262,7 +262,116 @@ def load_boxes(path: str, score_thr: float = 0.0, category_id: int = 1
     return out
 
 
+# ------------------------------------------------------------------------------------- people
+
+@dataclass
+class Person:
+    """One predicted person: what ``odkd.load(...).predict`` returns and ``odkd.draw`` draws."""
+
+    keypoints: np.ndarray           # (K, 2) image x, y
+    scores: np.ndarray              # (K,) keypoint scores (heatmap maxima)
+    score: float                    # instance score after rescoring (box score x keypoints)
+    box: np.ndarray | None          # (4,) COCO [x, y, w, h] of the crop; None: the whole image
+    mask: np.ndarray | None         # (H, W) mask probabilities on the image (mask models only)
+    image_id: int = 0
+    # the layout the overlay needs, shared with the model's spec
+    keypoint_names: list[str] = field(default_factory=list, repr=False)
+    skeleton: list[list[int]] = field(default_factory=list, repr=False)
+
+
+def make_people(inst: Instances, keep: list[int], results: list[dict], spec: PoseSpec,
+                image_size: tuple[int, int], whole_image: bool, masks: bool = True
+                ) -> list[Person]:
+    """The survivors ``keep`` of :func:`select_people` (with its ``results``) as Persons;
+    ``masks`` pastes mask probabilities onto the (width, height) image."""
+    out = []
+    for i, res in zip(keep, results):
+        mask = None
+        if masks and inst.masks is not None:
+            mask = paste_mask(inst.masks[i], inst.centers[i], inst.scales[i], image_size)
+        out.append(Person(keypoints=inst.keypoints[i, :, :2], scores=inst.keypoints[i, :, 2],
+                          score=res["score"], box=None if whole_image else inst.boxes[i],
+                          mask=mask, image_id=int(res["image_id"]),
+                          keypoint_names=spec.keypoint_names, skeleton=spec.skeleton))
+    return out
+
+
+def draw_people(image: np.ndarray, people: list[Person], kpt_thr: float = 0.2,
+                masks: bool = True) -> np.ndarray:
+    """The ``odkd infer`` overlay: masks, boxes (when given), skeletons, score labels, legend."""
+    first = people[0] if people else Person(np.zeros((0, 2)), np.zeros(0), 0.0, None, None)
+    kpts = np.stack([np.concatenate([p.keypoints, p.scores[:, None]], axis=1) for p in people]) \
+        if people else np.zeros((0, 0, 3), np.float32)
+    mask_arr = np.stack([p.mask for p in people]) \
+        if masks and people and all(p.mask is not None for p in people) else None
+    boxes = np.stack([p.box for p in people]) \
+        if people and all(p.box is not None for p in people) else None
+    return draw_pose(image, kpts, first.skeleton, first.keypoint_names, kpt_thr=kpt_thr,
+                     masks=mask_arr, boxes=boxes, scores=[p.score for p in people], legend=True)
+
+
 # ------------------------------------------------------------------------------------- pipeline
+
+def frame_boxes(dets: list[tuple[list[float], float]] | None, width: int, height: int,
+                skipped: Counter | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes (M, 4), scores (M,)) for one image: the whole image when ``dets`` is None, else
+    the detections clipped to the image as ``odkd eval`` clips them; boxes outside it are
+    dropped and counted by reason into ``skipped``."""
+    if dets is None:
+        return np.array([[0.0, 0.0, width, height]], np.float32), np.ones(1, np.float32)
+    kept = []
+    for b, s in dets:
+        clipped, reason = clip_box(b, width, height)
+        if clipped is None:
+            if skipped is not None:
+                skipped[reason] += 1   # reported by the command, never silently lost
+        else:
+            kept.append((clipped, s))
+    if not kept:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+    return (np.array([b for b, _ in kept], np.float32),
+            np.array([s for _, s in kept], np.float32))
+
+
+def predict_batched(predictor: TopDownPredictor,
+                    items: Iterable[tuple[Frame, np.ndarray, np.ndarray]]
+                    ) -> Iterator[tuple[Frame, Instances]]:
+    """(frame, boxes, scores) -> (frame, Instances), in order. Frames are gathered until a full
+    batch of crops (or of frames, bounding memory) so several images share a forward pass;
+    ``odkd infer`` and ``odkd.load(...).predict`` both batch this way, so they agree exactly."""
+    pending: list[tuple[Frame, np.ndarray, np.ndarray]] = []
+
+    def flush() -> list[tuple[Frame, Instances]]:
+        preds = predictor.predict([(f.image, b, s) for f, b, s in pending])
+        done = [(f, inst) for (f, _, _), inst in zip(pending, preds)]
+        pending.clear()
+        return done
+
+    for item in items:
+        pending.append(item)
+        if sum(len(b) for _, b, _ in pending) >= predictor.batch_size \
+                or len(pending) >= predictor.batch_size:
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def select_people(inst: Instances, image_id: int, opts: "InferOptions"
+                  ) -> tuple[list[dict], list[int]]:
+    """Rescoring and OKS-NMS of one image's instances: (COCO result dicts, best first; the row
+    of ``inst`` each came from). Rows, not keypoint values, identify the survivors: NaN never
+    equals itself, and two identical boxes with NMS off are two people."""
+    n, k = inst.keypoints.shape[:2]
+    if not n:
+        return [], []
+    # OKS needs per-joint sigmas, which exist for COCO-17 only; other layouts skip NMS
+    # (threshold 1 keeps every instance) with placeholder sigmas.
+    sigmas = None if k == 17 else np.full(k, 0.1)
+    nms_thr = opts.oks_nms_thr if k == 17 else 1.0
+    return rescore_and_nms(inst.keypoints, inst.box_scores, inst.scales[:, 0] * inst.scales[:, 1],
+                           np.full(n, image_id), oks_thr=nms_thr, in_vis_thr=opts.in_vis_thr,
+                           rescore=opts.rescore, sigmas=sigmas, return_kept=True)
+
 
 @dataclass
 class InferOptions:
@@ -295,11 +404,6 @@ def run_inference(predictor: TopDownPredictor, input_path: str, out_dir: str,
             raise DataError(f"--boxes {opts.boxes}: detections are keyed by image_id; image names "
                             "are not numeric, so pass --ann COCO.json to map file names to ids")
     os.makedirs(out_dir, exist_ok=True)
-    k = spec.num_joints
-    # OKS needs per-joint sigmas, which exist for COCO-17 only; other layouts skip NMS
-    # (threshold 1 keeps every instance) with placeholder sigmas.
-    sigmas = None if k == 17 else np.full(k, 0.1)
-    nms_thr = opts.oks_nms_thr if k == 17 else 1.0
 
     results: list[dict] = []
     overlays: list[str] = []
@@ -311,28 +415,15 @@ def run_inference(predictor: TopDownPredictor, input_path: str, out_dir: str,
 
     def emit(frame: Frame, inst: Instances) -> None:
         nonlocal writer, video_path, n_frames, n_inst, n_drawn
-        frame_results: list[dict] = []
-        keep: list[int] = []
-        if len(inst.keypoints):
-            # indices, not keypoint values, identify the survivors (NaN never equals itself)
-            frame_results, keep = rescore_and_nms(
-                inst.keypoints, inst.box_scores, inst.scales[:, 0] * inst.scales[:, 1],
-                np.full(len(inst.keypoints), frame.image_id), oks_thr=nms_thr,
-                in_vis_thr=opts.in_vis_thr, rescore=opts.rescore, sigmas=sigmas,
-                return_kept=True)
+        frame_results, keep = select_people(inst, frame.image_id, opts)
         results.extend(frame_results)
         n_frames += 1
         n_inst += len(keep)
         n_drawn += int((inst.keypoints[keep, :, 2] > opts.kpt_thr).sum()) if keep else 0
         h, w = frame.image.shape[:2]
-        masks = None
-        if opts.draw_masks and inst.masks is not None and keep:
-            masks = np.stack([paste_mask(inst.masks[i], inst.centers[i], inst.scales[i], (w, h))
-                              for i in keep])
-        canvas = draw_pose(frame.image, inst.keypoints[keep], spec.skeleton,
-                           spec.keypoint_names, kpt_thr=opts.kpt_thr, masks=masks,
-                           boxes=inst.boxes[keep] if opts.boxes != "full" else None,
-                           scores=[r["score"] for r in frame_results], legend=True)
+        people = make_people(inst, keep, frame_results, spec, (w, h),
+                             whole_image=opts.boxes == "full", masks=opts.draw_masks)
+        canvas = draw_people(frame.image, people, kpt_thr=opts.kpt_thr)
         if source.kind == "images":
             stem = os.path.splitext(frame.name)[0]
             name = stem + ".png" if stem + ".png" not in used_names else frame.name + ".png"
@@ -351,42 +442,18 @@ def run_inference(predictor: TopDownPredictor, input_path: str, out_dir: str,
                 overlays.append(video_path)
             writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
 
-    def boxes_for(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
-        h, w = frame.image.shape[:2]
-        if dets is None:
-            return np.array([[0.0, 0.0, w, h]], np.float32), np.ones(1, np.float32)
-        kept = []
-        for b, s in dets.get(frame.image_id, []):
-            clipped, reason = clip_box(b, w, h)
-            if clipped is None:
-                skipped[reason] += 1   # reported by the command, never silently lost
-            else:
-                kept.append((clipped, s))
-        if not kept:
-            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-        return (np.array([b for b, _ in kept], np.float32),
-                np.array([s for _, s in kept], np.float32))
-
-    pending: list[tuple[Frame, np.ndarray, np.ndarray]] = []
-
-    def flush() -> None:
-        preds = predictor.predict([(f.image, b, s) for f, b, s in pending])
-        for (frame, _, _), inst in zip(pending, preds):
-            emit(frame, inst)
-        pending.clear()
-
     bar = tqdm(total=source.total or None, desc="infer", unit="frame", disable=not opts.progress)
-    try:
+
+    def items() -> Iterator[tuple[Frame, np.ndarray, np.ndarray]]:
         for frame in source:
-            boxes, scores = boxes_for(frame)
-            pending.append((frame, boxes, scores))
-            # Gather frames until a full batch of crops (or of frames, bounding memory).
-            if sum(len(b) for _, b, _ in pending) >= predictor.batch_size \
-                    or len(pending) >= predictor.batch_size:
-                flush()
+            h, w = frame.image.shape[:2]
+            yield (frame, *frame_boxes(None if dets is None else dets.get(frame.image_id, []),
+                                       w, h, skipped))
             bar.update(1)
-        if pending:
-            flush()
+
+    try:
+        for frame, inst in predict_batched(predictor, items()):
+            emit(frame, inst)
     finally:
         bar.close()
         if writer is not None:

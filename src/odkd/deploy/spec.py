@@ -122,22 +122,52 @@ def spec_for_model(model, cfg: Config | None = None,
                     flip_pairs=[list(p) for p in pairs], skeleton=skeleton, config=config)
 
 
+def checkpoint_config(path: str, config: str | None = None,
+                      overrides: list[str] | tuple = ()) -> Config:
+    """The settings a model from ``path`` runs with: the config stored in an odkd training
+    checkpoint (its distill part dropped: teachers play no part in using a model), or the
+    config file ``config`` instead, then ``overrides``; defaults when neither exists.
+
+    This is the one place a config is rebuilt from a checkpoint (``odkd.load``, ``odkd
+    infer``, ``odkd eval``, ``odkd export``, ``odkd bench infer``)."""
+    from odkd.config import ConfigError
+    from odkd.models.checkpoint import read_checkpoint
+
+    base = None
+    if not config:
+        obj = read_checkpoint(path)
+        if isinstance(obj, dict) and obj.get("format") == "odkd" \
+                and isinstance(obj.get("config"), dict):
+            base = {k: v for k, v in obj["config"].items() if k != "distill"}
+        del obj  # the model is built from a second read; do not hold two copies
+    try:
+        return load_config(config, list(overrides), base=base)
+    except ConfigError as e:
+        if base is None:
+            raise
+        raise ConfigError(f"{path}: stored config: {e}") from None
+
+
+def _torch_pose(path: str, name: str | None, input_size, verbose: bool, config: str | None,
+                overrides) -> tuple[Any, PoseSpec, Config]:
+    from odkd.models.checkpoint import build_from_checkpoint
+
+    cfg = checkpoint_config(path, config, overrides)
+    model = build_from_checkpoint(path, name=name, verbose=verbose).eval()
+    spec = spec_for_model(model, cfg, input_size)
+    cfg.data.input_size = list(spec.input_size)
+    cfg.model.name, cfg.model.num_joints = spec.name, spec.num_joints
+    cfg.model.with_mask = spec.with_mask
+    return model, spec, cfg
+
+
 def load_torch_model(path: str, name: str | None = None,
                      input_size: tuple[int, int] | list[int] | None = None,
                      verbose: bool = False):
     """(model in eval mode, PoseSpec) from any checkpoint ``odkd eval`` reads; the settings come
     from the config stored in odkd training checkpoints (defaults otherwise)."""
-    from odkd.models.checkpoint import build_from_checkpoint, read_checkpoint
-
-    obj = read_checkpoint(path)
-    base = None
-    if isinstance(obj, dict) and obj.get("format") == "odkd" and isinstance(obj.get("config"), dict):
-        base = {k: v for k, v in obj["config"].items() if k != "distill"}
-    cfg = load_config(None, [], base=base)
-    del obj  # build_from_checkpoint reads the file again; do not hold two copies
-    model = build_from_checkpoint(path, name=name, verbose=verbose).eval()
-    cfg.model.name = model.odkd_name
-    return model, spec_for_model(model, cfg, input_size)
+    model, spec, _ = _torch_pose(path, name, input_size, verbose, None, ())
+    return model, spec
 
 
 def resolve_backend(path: str, backend: str | None) -> str:
@@ -151,23 +181,44 @@ def resolve_backend(path: str, backend: str | None) -> str:
     return backend
 
 
-def load_pose_model(path: str, backend: str | None = None, device: str = "auto",
-                    name: str | None = None, input_size=None, threads: int | None = None):
-    """(callable model returning {"heatmaps", "mask"?}, PoseSpec, torch.device for inputs)."""
+@dataclass
+class LoadedPose:
+    model: Any              # eval-mode torch module or OrtPoseModel: images -> {"heatmaps", ...}
+    spec: PoseSpec
+    cfg: Config             # eval settings (flip test, decoder, padding, NMS) at the model's size
+    device: Any             # torch.device the inputs go to
+
+
+def load_pose(path: str, backend: str | None = None, device: str | None = "auto",
+              name: str | None = None, input_size=None, threads: int | None = None,
+              config: str | None = None, overrides: list[str] | tuple = (),
+              verbose: bool = False) -> LoadedPose:
+    """Checkpoint (odkd / official HRNet / mmpose, or an ``odkd export`` ONNX file) -> model,
+    spec and eval config, for ``odkd.load``, ``odkd infer`` and ``odkd eval``.
+
+    ``device`` None takes ``train.device`` of the config. ``threads`` sets torch's intra-op
+    threads (process-wide, as the CLI's --threads) or onnxruntime's."""
     from odkd.utils import pick_device
 
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint file not found")
-    backend = resolve_backend(path, backend)
-    if backend == "onnxruntime":
+    if threads is not None and threads < 1:
+        raise OdkdError(f"threads must be >= 1, got {threads}")
+    if resolve_backend(path, backend) == "onnxruntime":
         from odkd.deploy.ort_model import OrtPoseModel
 
-        model = OrtPoseModel(path, threads=threads, device=device)
+        model = OrtPoseModel(path, threads=threads, device=device or "cpu")
         if input_size is not None and tuple(input_size) != tuple(model.spec.input_size):
             raise OdkdError(f"{path}: exported for input size {list(model.spec.input_size)}, "
                             f"--input-size {list(input_size)} was given; re-export instead")
+        cfg = model.spec.eval_config(config, overrides)
+        cfg.train.amp = cfg.eval.amp = "none"   # autocast has no meaning for onnxruntime
         # Inputs are handed to onnxruntime as numpy arrays, so they are prepared on the CPU.
-        return model, model.spec, pick_device("cpu")
-    model, spec = load_torch_model(path, name=name, input_size=input_size)
-    dev = pick_device(device)
-    return model.to(dev), spec, dev
+        return LoadedPose(model, model.spec, cfg, pick_device("cpu"))
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    model, spec, cfg = _torch_pose(path, name, input_size, verbose, config, overrides)
+    dev = pick_device(device or cfg.train.device)
+    return LoadedPose(model.to(dev), spec, cfg, dev)
