@@ -16,3 +16,22 @@ def real_mini() -> Path:
     if not (REAL_MINI / "coco" / "test_coco.json").exists():
         pytest.skip("../shared/data/real-mini not present")
     return REAL_MINI
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """List the checks that did not run, grouped by reason: a clone without ../shared skips
+    the real-image tests, and that should be visible, not only a count."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    by_reason: dict[str, list[str]] = {}
+    for rep in skipped:
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        by_reason.setdefault(reason, []).append(rep.nodeid)
+    tr = terminalreporter
+    tr.section(f"{len(skipped)} check(s) did not run", sep="-")
+    for reason, ids in sorted(by_reason.items()):
+        tr.write_line(f"{reason} ({len(ids)}):")
+        for nodeid in ids:
+            tr.write_line(f"    {nodeid}")

@@ -10,7 +10,9 @@ from odkd.models.checkpoint import (build_from_checkpoint, detect_format, extrac
                                     load_weights, read_checkpoint, save_checkpoint)
 from odkd.models.hrnet import hrnet_w16, hrnet_w32
 
-FORMATS = Path(__file__).resolve().parents[1].parent / "shared" / "formats"
+# Copies of ../shared/formats (key names and shapes, no weights), so these layout checks
+# run on any clone; test_hrnet checks the copies against ../shared when it is there.
+FORMATS = Path(__file__).resolve().parent / "fixtures" / "formats"
 
 
 def _randomised(model: torch.nn.Module) -> torch.nn.Module:
@@ -189,8 +191,6 @@ def test_foreign_build_needs_name_and_infers_joints(tmp_path):
 
 def _official_layout(width: str) -> dict[str, torch.Tensor]:
     path = FORMATS / f"hrnet_{width}_official_state_dict.txt"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
     sd = {}
     for line in path.read_text().splitlines():
         key, shape = line.split("\t")

@@ -6,14 +6,14 @@ import torch
 from odkd.errors import OdkdError
 from odkd.models.hrnet import hrnet_w16, hrnet_w32, hrnet_w48
 
-FORMATS = Path(__file__).resolve().parents[1].parent / "shared" / "formats"
+# Copies of ../shared/formats (key names and shapes, no weights), so these layout checks
+# run on any clone; test_hrnet checks the copies against ../shared when it is there.
+FORMATS = Path(__file__).resolve().parent / "fixtures" / "formats"
 BUILDERS = {"w32": hrnet_w32, "w48": hrnet_w48}
 
 
 def read_layout(width: str) -> list[tuple[str, tuple[int, ...]]]:
     path = FORMATS / f"hrnet_{width}_official_state_dict.txt"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
     rows = []
     for line in path.read_text().splitlines():
         key, shape = line.split("\t")
@@ -35,6 +35,15 @@ def test_state_dict_matches_official_layout(width):
     assert len(got) == len(expected) == 1754
     # Same keys, same shapes, same order.
     assert got == expected
+
+
+@pytest.mark.parametrize("name", ["hrnet_w32_official_state_dict.txt",
+                                  "hrnet_w48_official_state_dict.txt", "README.md"])
+def test_fixture_layouts_are_copies_of_shared(name):
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "formats" / name
+    if not shared.exists():
+        pytest.skip(f"../shared/formats/{name} not present (the fixture copy is used)")
+    assert (FORMATS / name).read_bytes() == shared.read_bytes()
 
 
 @pytest.mark.parametrize("width,count", [("w32", 28_536_113), ("w48", 63_595_745)])
