@@ -184,6 +184,29 @@ def test_identical_boxes_with_nms_off_are_two_people(ckpt, tmp_path):
     assert len(json.loads((tmp_path / "o" / "results.json").read_text())) == 2
 
 
+def test_infer_reads_detections_with_the_eval_checks(ckpt, tmp_path, capsys):
+    """`odkd infer --boxes` and `odkd eval --boxes` share coco.read_detections: the same
+    required fields, and low-score / other-category boxes are counted, not silently lost."""
+    img = np.random.default_rng(2).integers(0, 255, (120, 90, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "7.png"), img)
+    det = {"image_id": 7, "category_id": 1, "bbox": [10, 10, 60, 100], "score": 0.9}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{k: v for k, v in det.items() if k != "category_id"}]))
+    args = ["infer", "--checkpoint", ckpt, "--input", str(tmp_path / "7.png"), "--no-progress"]
+    capsys.readouterr()
+    assert main([*args, "--boxes", str(bad), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.json: detection 0 field category_id: expected an integer" \
+        in err[0]
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps([det, {**det, "score": 0.1}, {**det, "category_id": 2}]))
+    assert main([*args, "--boxes", str(good), "--det-thr", "0.5",
+                 "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "1 person(s)" in out
+    assert "boxes skipped: 1 below score threshold, 1 other category" in out
+
+
 def test_bad_api_inputs_are_one_line_errors(ckpt, tmp_path):
     model = odkd.load(ckpt, device="cpu")
     img = np.zeros((40, 30, 3), np.uint8)

@@ -334,23 +334,18 @@ def load_coco(ann_file: str, image_dir: str, *, train: bool, flip_pairs=None,
 
 # ----------------------------------------------------------------------------------- detections
 
-def load_detections(det_file: str, coco_set: CocoPoseSet, score_thr: float = 0.0, *,
-                    check_images: bool = True, skipped: dict[str, int] | None = None,
-                    clip: bool = True) -> list[PersonRecord]:
-    """Person boxes from a COCO results json (``[{image_id, category_id, bbox, score}, ...]``).
-
-    Keeps the person category with ``score >= score_thr``; boxes on images absent from
-    ``coco_set`` are skipped and counted into ``skipped`` (when given) like other skips.
-    ``clip=False`` keeps boxes as the detector gave them (official HRNet; only empty boxes are
-    dropped), otherwise they are clipped to the image and dropped when outside it.
-    """
-    data = read_json(det_file, "detection file")
+def read_detections(det_file: str, score_thr: float = 0.0, category_id: int = 1,
+                    skipped: Counter | dict | None = None, what: str = "detection file"
+                    ) -> list[tuple[int, int, list[float], float]]:
+    """Checked detections of a COCO results json: ``(index in the file, image_id, [x, y, w, h],
+    score)`` for the ``category_id`` boxes scoring ``>= score_thr``; the others are counted
+    into ``skipped`` (when given). ``odkd eval`` and ``odkd infer`` read detections here.
+    ``what`` names the file in the not-found message."""
+    data = read_json(det_file, what)
     if not isinstance(data, list):
         raise DataError(f"{det_file}: expected a list of detections (COCO results format), got "
                         f"{type(data).__name__}")
-    counts: Counter[str] = Counter()
-    records: list[PersonRecord] = []
-    k = coco_set.num_joints
+    out = []
     for i, det in enumerate(data):
         where = f"{det_file}: detection {i}"
         if not isinstance(det, dict):
@@ -361,15 +356,35 @@ def load_detections(det_file: str, coco_set: CocoPoseSet, score_thr: float = 0.0
                                 f"{_short(det.get(key))}")
         score = det.get("score")
         if not _is_num(score):
-            raise DataError(f"{where} field score: expected a number, got {_short(score)}")
+            raise DataError(f"{where} field score: expected a finite number, got "
+                            f"{_short(score)}")
         box = _check_box(det.get("bbox"), where)
-        if det["category_id"] != coco_set.category_id:
-            counts["other_category"] += 1
+        reason = "other_category" if det["category_id"] != category_id else \
+            "low_score" if score < score_thr else ""
+        if reason:
+            if skipped is not None:
+                skipped[reason] = skipped.get(reason, 0) + 1
             continue
-        if score < score_thr:
-            counts["low_score"] += 1
-            continue
-        img = coco_set.images.get(det["image_id"])
+        out.append((i, det["image_id"], box, float(score)))
+    return out
+
+
+def load_detections(det_file: str, coco_set: CocoPoseSet, score_thr: float = 0.0, *,
+                    check_images: bool = True, skipped: dict[str, int] | None = None,
+                    clip: bool = True) -> list[PersonRecord]:
+    """Person boxes from a COCO results json (``[{image_id, category_id, bbox, score}, ...]``).
+
+    Keeps the person category with ``score >= score_thr``; boxes on images absent from
+    ``coco_set`` are skipped and counted into ``skipped`` (when given) like other skips.
+    ``clip=False`` keeps boxes as the detector gave them (official HRNet; only empty boxes are
+    dropped), otherwise they are clipped to the image and dropped when outside it.
+    """
+    counts: Counter[str] = Counter()
+    records: list[PersonRecord] = []
+    k = coco_set.num_joints
+    for i, image_id, box, score in read_detections(det_file, score_thr, coco_set.category_id,
+                                                   counts):
+        img = coco_set.images.get(image_id)
         if img is None:
             counts["unknown_image"] += 1
             continue

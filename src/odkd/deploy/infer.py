@@ -8,7 +8,6 @@ gives the same keypoints here as in ``odkd eval`` for the same boxes, on either 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from odkd.data.coco import clip_box, read_json  # same clipping as eval's detections
+from odkd.data.coco import clip_box, read_detections, read_json  # eval's checks, clipping
 from odkd.data.dataset import IMAGENET_MEAN, IMAGENET_STD, read_image
 from odkd.data.geometry import box_to_center_scale, get_affine_transform
 from odkd.deploy.spec import PoseSpec
@@ -230,35 +229,14 @@ class InputSource:
             cap.release()
 
 
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def load_boxes(path: str, score_thr: float = 0.0, category_id: int = 1
+def load_boxes(path: str, score_thr: float = 0.0, skipped: Counter | None = None
                ) -> dict[int, list[tuple[list[float], float]]]:
-    """image id -> [(COCO box, score), ...] from a COCO detection results json.
-
-    Scores and box values must be finite numbers (as ``odkd eval`` requires): a NaN would
-    reach results.json as a score nothing can rank."""
-    data = read_json(path, "--boxes: detection file (or use 'full')")
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a list of detections (COCO results format)")
+    """image id -> [(COCO box, score), ...] from a COCO detection results json, with the checks
+    ``odkd eval`` makes (``coco.read_detections``: finite scores and boxes, integer ids)."""
     out: dict[int, list[tuple[list[float], float]]] = {}
-    for i, det in enumerate(data):
-        where = f"{path}: detection {i}"
-        if not isinstance(det, dict):
-            raise DataError(f"{where}: expected an object")
-        img_id, score, box = det.get("image_id"), det.get("score", 1.0), det.get("bbox")
-        if not isinstance(img_id, int) or isinstance(img_id, bool):
-            raise DataError(f"{where} field image_id: expected an integer, got {img_id!r}")
-        if not _finite(score):
-            raise DataError(f"{where} field score: expected a finite number, got {score!r}")
-        if not (isinstance(box, list) and len(box) == 4 and all(_finite(v) for v in box)):
-            raise DataError(f"{where} field bbox: expected [x, y, w, h] of 4 finite numbers, "
-                            f"got {box!r}")
-        if det.get("category_id", category_id) != category_id or score < score_thr:
-            continue
-        out.setdefault(img_id, []).append(([float(v) for v in box], float(score)))
+    for _, img_id, box, score in read_detections(path, score_thr, skipped=skipped,
+                                                 what="--boxes: detection file (or use 'full')"):
+        out.setdefault(img_id, []).append((box, score))
     return out
 
 
@@ -397,7 +375,8 @@ def run_inference(predictor: TopDownPredictor, input_path: str, out_dir: str,
     """
     spec = predictor.spec
     source = InputSource(input_path, opts.ann, opts.max_frames)
-    dets = None if opts.boxes == "full" else load_boxes(opts.boxes, opts.det_thr)
+    skipped: Counter[str] = Counter()
+    dets = None if opts.boxes == "full" else load_boxes(opts.boxes, opts.det_thr, skipped)
     if dets is not None and source.kind == "images" and not opts.ann:
         stems = [os.path.splitext(os.path.basename(p))[0] for p in source.files]
         if not all(s.isdigit() for s in stems):
@@ -410,7 +389,6 @@ def run_inference(predictor: TopDownPredictor, input_path: str, out_dir: str,
     writer = None
     video_path = ""
     n_frames = n_inst = n_drawn = 0
-    skipped: Counter[str] = Counter()
     used_names: set[str] = set()
 
     def emit(frame: Frame, inst: Instances) -> None:
