@@ -57,6 +57,18 @@ def test_tiny_experiment_end_to_end_and_resume(tmp_path, capsys):
     assert done.stat().st_mtime_ns == stamp
     assert [r["AP"] for r in res2["rows"]] == [r["AP"] for r in res["rows"]]
 
+    # the shared distill settings do not define a teacher: changing them keeps the cached
+    # teachers (same folder, accepted key) and retrains only the distilled students
+    pt_done = next((tmp_path / "out" / "teachers").glob("pt-*")) / "done.json"
+    pt_stamp = pt_done.stat().st_mtime_ns
+    text = cfg.read_text()
+    cfg.write_text(text.replace("binarize_tau: 0.5}", "binarize_tau: 0.4}")
+                   .replace("methods: [scratch, fpd_pt, odkd, odkd_no_seg, reverse]",
+                            "methods: [scratch]"))
+    run_experiment(load_experiment(str(cfg)), log=lambda s: None)
+    assert pt_done.stat().st_mtime_ns == pt_stamp
+    cfg.write_text(text)
+
     # a finished run is never silently reused for a different config or dataset
     from odkd.config import ConfigError
 

@@ -189,17 +189,25 @@ def _done(workdir: str) -> dict | None:
     return json.load(open(p)) if os.path.exists(p) else None
 
 
-def _run_key(cfg: Config, data_key: str) -> str:
-    """What a finished run was trained from: its config (bar the workdir) and the data spec."""
-    return f"{cfg.hash('data', 'model', 'train', 'distill')}-{data_key}"
+def _run_key(cfg: Config, data_key: str, distill: bool = True) -> str:
+    """What a finished run was trained from: its config (bar the workdir) and the data spec.
+
+    A teacher (``distill=False``) is trained on the ground truth alone, so ``distill.*`` is
+    not part of its key: the experiment's shared ``base.distill`` may change without
+    invalidating the cached teachers (their folder is named from the same three sections).
+    """
+    sections = ("data", "model", "train", "distill") if distill else ("data", "model", "train")
+    return f"{cfg.hash(*sections)}-{data_key}"
 
 
 def _train_once(cfg: Config, distill: bool, log, data_key: str = "") -> dict:
     """Train (or resume, or skip when done) one run; returns its done.json content."""
-    key = _run_key(cfg, data_key)
+    key = _run_key(cfg, data_key, distill)
+    # teachers finished before the key left distill.* out carry the old key
+    accepted = {key, _run_key(cfg, data_key, True)}
     done = _done(cfg.workdir)
     if done:
-        if done.get("key", key) != key:
+        if done.get("key", key) not in accepted:
             # reusing it would put a stale number in the table without a word
             raise ConfigError(f"{cfg.workdir}: finished with a different config or dataset "
                               f"than this experiment asks for; use another `out` or delete it")
