@@ -112,11 +112,11 @@ class TeacherConfig:
 
 @dataclass
 class DistillConfig:
-    # The paper's terms. Defaults are chosen by the ablation in docs/ (see odkd experiment).
+    # The paper's terms. Defaults and the measurements behind them: README "Configs".
     schedule: str = "orderly"           # orderly | simultaneous | reverse | pt_only | st_only | none | fpd
     pt: TeacherConfig = field(default_factory=TeacherConfig)        # primary teacher (weaker)
     st: TeacherConfig = field(default_factory=lambda: TeacherConfig(with_mask=True))  # senior teacher
-    pt_fraction: float = 0.5            # orderly: PT for this fraction of epochs, then ST
+    pt_fraction: float = 0.5            # orderly: PT for this fraction of the steps, then ST
     gt_weight: float = 1.0
     kd_weight: float = 1.0              # weight of teacher keypoint imitation
     # Weight of ST mask imitation (+ GT mask loss of the student's mask head; 0 disables).
