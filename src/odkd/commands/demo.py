@@ -8,8 +8,9 @@ import time
 def register(sub) -> None:
     p = sub.add_parser("demo", help="the whole paper pipeline offline on CPU in minutes",
                        description="Generate SynthPose, train the primary and senior teachers, "
-                                   "then scratch / FPD / ODKD students over 3 seeds, evaluate "
-                                   "on the val and occluded splits and print the table.")
+                                   "then scratch / FPD / ODKD students (the seeds and methods of "
+                                   "the demo config), evaluate on the val and occluded splits and "
+                                   "print the table.")
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--config", default="demo", help="experiment config (default: shipped demo)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides of the experiment")
@@ -29,7 +30,7 @@ def run(args) -> int:
           f"{torch.get_num_threads()} threads)")
     run_experiment(exp)
     print(f"\n[odkd] demo finished in {(time.time() - t0) / 60:.1f} min. Files:")
-    for f in ("results.md", "results.csv", "ablation.png"):
+    for f in ("results.md", "results.csv", "ablation.png", "curves.png"):
         print(f"  {os.path.join(out, f)}")
     print(f"  {os.path.join(out, 'teachers')}/  (teacher checkpoints)")
     print(f"  {os.path.join(out, 'runs')}/      (one folder per method/student/seed)")
