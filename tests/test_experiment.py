@@ -174,3 +174,15 @@ jobs: 2
     # a second call finds everything finished: same rows, nothing retrained
     res2 = run_experiment(load_experiment(str(cfg)), log=lambda s: None)
     assert [r["AP"] for r in res2["rows"]] == [r["AP"] for r in res["rows"]]
+
+
+def test_differences_are_seed_by_seed_against_each_baseline_once():
+    from odkd.experiment import differences_markdown
+
+    rows = [{"method": m, "student": "s", "split": "val", "seed": sd, "AP": ap}
+            for m, sd, ap in [("scratch", 0, .10), ("fpd_pt", 0, .20), ("odkd", 0, .30),
+                              ("scratch", 1, .10), ("fpd_pt", 1, .25), ("odkd", 1, .20)]]
+    md = differences_markdown(rows)
+    assert "| odkd − scratch | s | +20.0 / +10.0 | +15.0 ± 7.1 | 7.1 | 2/2 |" in md
+    assert "| odkd − fpd_pt | s | +10.0 / -5.0 | +2.5 ± 10.6 | 7.1 | 1/2 |" in md
+    assert "| fpd_pt − scratch |" in md and "scratch − fpd_pt" not in md

@@ -549,7 +549,8 @@ def differences_markdown(rows: list[dict]) -> str:
                                      if not r["method"].startswith("teacher")):
             for base in BASELINES:
                 for m in methods:
-                    if m == base:
+                    # each pair once: a baseline only against the baselines before it (fpd - scratch)
+                    if m == base or (m in BASELINES and BASELINES.index(m) < BASELINES.index(base)):
                         continue
                     seeds = sorted(sd for (mm, st, sp, sd) in ap
                                    if (mm, st, sp) == (m, student, split)
