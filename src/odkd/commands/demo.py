@@ -5,12 +5,14 @@ import os
 import time
 
 
+DESCRIPTION = ("Generate SynthPose, train the primary and senior teachers, then scratch / FPD / "
+               "ODKD students (the seeds and methods of the demo config), evaluate on the val "
+               "and occluded splits and print the table.")
+
+
 def register(sub) -> None:
     p = sub.add_parser("demo", help="the whole paper pipeline offline on CPU in minutes",
-                       description="Generate SynthPose, train the primary and senior teachers, "
-                                   "then scratch / FPD / ODKD students (the seeds and methods of "
-                                   "the demo config), evaluate on the val and occluded splits and "
-                                   "print the table.")
+                       description=DESCRIPTION)
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--config", default="demo", help="experiment config (default: shipped demo)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides of the experiment")
