@@ -7,6 +7,7 @@ Resumable: each finished run leaves ``done.json``; an interrupted one resumes fr
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -254,11 +255,16 @@ def _evaluate(cfg: Config, ckpt: str, splits: dict, workdir: str) -> dict:
 
 
 def _complexity(cfg: Config) -> tuple[int, float]:
+    return _model_complexity(cfg.model.name, cfg.model.num_joints, tuple(cfg.data.input_size))
+
+
+@functools.lru_cache(maxsize=None)
+def _model_complexity(name: str, num_joints: int, input_size: tuple) -> tuple[int, float]:
+    # cached: the partial table is rebuilt after every run, for every finished run
     from odkd.models import build_model
     from odkd.models.complexity import complexity
 
-    c = complexity(build_model(cfg.model.name, cfg.model.num_joints, False),
-                   tuple(cfg.data.input_size))
+    c = complexity(build_model(name, num_joints, False), input_size)
     return int(c["params"]), float(c["gflops"])
 
 
@@ -375,19 +381,23 @@ def _run_parallel(exp: ExperimentConfig, jobs: list, data_key: str, splits: dict
         time.sleep(2.0)
 
 
+def _job_rows(cfg: Config, job: _Job, done: dict, metrics: dict) -> list:
+    """One table row per evaluated split of a finished job."""
+    params, gflops = _complexity(cfg)
+    return [{"method": job.method, "student": job.student, "split": split, "seed": job.seed,
+             "params": params, "gflops": round(gflops, 3), **{k: m[k] for k in METRIC_KEYS},
+             "train_s": done["train_s"]} for split, m in metrics.items()]
+
+
 def _finished_rows(exp: ExperimentConfig, jobs: list, splits: dict) -> list:
     """Table rows of the jobs that are finished and evaluated (read from their files)."""
     rows = []
     for job in jobs:
-        if not _finished(job, splits):
-            continue
-        done = _done(job.workdir)
-        params, gflops = _complexity(_run_config(exp, job.overrides, job.workdir))
-        for split in splits:
-            m = json.load(open(os.path.join(job.workdir, f"eval_{split}", "summary.json")))
-            rows.append({"method": job.method, "student": job.student, "split": split,
-                         "seed": job.seed, "params": params, "gflops": round(gflops, 3),
-                         **{k: m[k] for k in METRIC_KEYS}, "train_s": done["train_s"]})
+        if _finished(job, splits):
+            metrics = {split: json.load(open(os.path.join(job.workdir, f"eval_{split}",
+                                                          "summary.json"))) for split in splits}
+            rows += _job_rows(_run_config(exp, job.overrides, job.workdir), job,
+                              _done(job.workdir), metrics)
     return rows
 
 
@@ -415,33 +425,18 @@ def run_experiment(exp: ExperimentConfig, log=print) -> dict:
                           time.time() - t_start)
         _run_parallel(exp, everything, data_key, splits, log, on_done=partial)
 
-    teacher_ckpt = {}
-    for name, job in tjobs.items():
+    for i, job in enumerate([tjobs["pt"], tjobs["st"], *runs]):
         cfg = _run_config(exp, job.overrides, job.workdir)
-        log(f"[odkd] teacher {name.upper()} ({cfg.model.name}"
-            f"{' + mask' if cfg.model.with_mask else ''}) -> {job.workdir}")
-        done = _train_once(cfg, distill=False, log=log, data_key=data_key)
-        teacher_ckpt[name] = done["best"]
-        metrics = _evaluate(cfg, done["best"], splits, job.workdir)
-        params, gflops = _complexity(cfg)
-        for split, m in metrics.items():
-            rows.append({"method": f"teacher_{name}", "student": cfg.model.name,
-                         "split": split, "seed": exp.teacher_seed, "params": params,
-                         "gflops": round(gflops, 3), **{k: m[k] for k in METRIC_KEYS},
-                         "train_s": done["train_s"]})
-
-    for i, job in enumerate(runs):
-        cfg = _run_config(exp, job.overrides, job.workdir)
-        method, student, seed = job.method, job.student, job.seed
-        log(f"[odkd] run {i + 1}/{len(runs)}: {method} {student} seed {seed} -> {job.workdir}")
+        if job.method.startswith("teacher_"):
+            log(f"[odkd] teacher {job.method[8:].upper()} ({cfg.model.name}"
+                f"{' + mask' if cfg.model.with_mask else ''}) -> {job.workdir}")
+        else:
+            log(f"[odkd] run {i - 1}/{len(runs)}: {job.method} {job.student} seed {job.seed} "
+                f"-> {job.workdir}")
         done = _train_once(cfg, distill=job.distill, log=log, data_key=data_key)
-        metrics = _evaluate(cfg, done["best"], splits, job.workdir)
-        params, gflops = _complexity(cfg)
-        for split, m in metrics.items():
-            rows.append({"method": method, "student": student, "split": split, "seed": seed,
-                         "params": params, "gflops": round(gflops, 3),
-                         **{k: m[k] for k in METRIC_KEYS}, "train_s": done["train_s"]})
-        write_results(exp, rows, time.time() - t_start)  # partial tables as we go
+        rows += _job_rows(cfg, job, done, _evaluate(cfg, done["best"], splits, job.workdir))
+        if not job.method.startswith("teacher_"):
+            write_results(exp, rows, time.time() - t_start)  # partial tables as we go
     table = write_results(exp, rows, time.time() - t_start)
     log(table)
     log(f"[odkd] results: {os.path.join(exp.out, 'results.csv')}, results.md, ablation.png "
