@@ -297,11 +297,13 @@ def _teacher_jobs(exp: ExperimentConfig, data_key: str) -> dict:
 
 def _student_jobs(exp: ExperimentConfig, teachers: dict) -> list:
     out = []
+    # seed-major: every method's seed 0 finishes before any seed 1, so a table cut short by
+    # the clock still compares all methods on the same seeds
     for student in exp.students:
-        for method in exp.methods:
-            if method not in METHODS and method not in exp.variants:
-                continue
-            for seed in exp.seeds:
+        for seed in exp.seeds:
+            for method in exp.methods:
+                if method not in METHODS and method not in exp.variants:
+                    continue
                 wd = os.path.join(exp.out, "runs", f"{method}-{student}-s{seed}")
                 ovs = [f"model.name={student}", *exp.student, *exp.method_overrides(method),
                        f"train.seed={seed}",
