@@ -7,7 +7,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 REAL_MINI = ROOT.parent / "shared" / "data" / "real-mini"
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# at most 2 threads; OMP_NUM_THREADS, when set, wins (tests next to a long experiment run
+# at 1 thread so that neither slows the other 5-10x)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
 
 
 @pytest.fixture

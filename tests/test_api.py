@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -133,14 +134,14 @@ def test_predict_uses_the_checkpoint_eval_settings(tmp_path):
     plain = str(tmp_path / "plain.pt")
     save_checkpoint(plain, model, extra={"config": _cfg().to_dict()})
     a, b = odkd.load(no_flip, device="cpu"), odkd.load(plain, device="cpu")
-    assert (a.predictor.flip_test, a.predictor.decode) == (False, "dark")
-    assert (b.predictor.flip_test, b.predictor.decode) == (True, "quarter")
+    assert (a.predictor.flip_test, a.predictor.codec.decoder) == (False, "dark")
+    assert (b.predictor.flip_test, b.predictor.codec.decoder) == (True, "quarter")
     img = np.random.default_rng(0).integers(0, 255, (96, 80, 3), dtype=np.uint8)
     flip_on, flip_off = _rows(b.predict(img)), _rows(a.predict(img))
     assert not np.allclose(flip_on, flip_off)
     # the same settings given by hand give the same keypoints as the stored ones
     hand = odkd.load(plain, device="cpu", flip=False)
-    hand.predictor.decode = "dark"
+    hand.predictor.codec = replace(hand.predictor.codec, decoder="dark")
     np.testing.assert_array_equal(_rows(hand.predict(img)), flip_off)
 
 

@@ -39,3 +39,39 @@ def test_bench_rejects_bad_arguments():
         bench_train.run(_args(*TINY, "--teachers", "hrnet_w32,hrnet_w32,hrnet_w32"))
     with pytest.raises(OdkdError, match="--batch"):
         bench_train.run(_args("--device", "cpu", "--batch", "0"))
+
+
+def test_bench_and_training_run_the_same_step_function(monkeypatch, tmp_path, capsys):
+    """`odkd bench train` times odkd.engine.train.train_step, the step `odkd train` runs."""
+    from odkd.config import load_config
+    from odkd.distill.losses import DistillLoss
+    from odkd.engine import train as tr
+    from odkd.synth import generate_split
+
+    calls = []
+    real = tr.train_step
+
+    def watched(*args, **kwargs):
+        calls.append(type(args[3]).__name__)  # the objective
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tr, "train_step", watched)
+    assert bench_train.run(_args(*TINY, "--model", "litehrnet_18",
+                                 "--teachers", "litehrnet_18")) == 0
+    # naive and optimized steps (both with the teacher), then the KD and the student-only
+    # step of kd_over_student: one step each
+    kd = DistillLoss.__name__
+    assert calls == [kd, kd, kd, "SupervisedObjective"]
+    calls.clear()
+    generate_split(str(tmp_path), "train", 4, seed=3, size=(96, 96), workers=1, progress=False)
+    generate_split(str(tmp_path), "val", 2, seed=4, size=(96, 96), workers=1, progress=False)
+    cfg = load_config(None, [
+        f"workdir={tmp_path / 'run'}",
+        f"data.train_ann={tmp_path}/annotations/person_keypoints_train.json",
+        f"data.train_images={tmp_path}/train",
+        f"data.val_ann={tmp_path}/annotations/person_keypoints_val.json",
+        f"data.val_images={tmp_path}/val", "data.input_size=[32,48]", "data.workers=0",
+        "model.name=litehrnet_18", "train.batch_size=2", "train.max_iters_per_epoch=2",
+        "train.epochs=2", "train.eval_every=0", "eval.batch_size=8"])
+    tr.train(cfg, progress=False, final_eval=False)
+    assert calls == ["SupervisedObjective"] * 4  # 2 epochs x 2 steps

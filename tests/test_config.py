@@ -93,3 +93,23 @@ def test_shipped_configs_are_listed_with_their_command():
 
     rows = {name: command for name, command, _ in shipped_configs()}
     assert rows["demo_scale"] == "train" and rows["demo"] == "experiment"
+
+
+def test_saved_configs_from_before_distill_method_are_read_in_todays_keys():
+    from odkd.config import Config, upgrade_saved_config
+
+    now = Config().to_dict()
+    assert upgrade_saved_config(now, distilled=True) is now   # today's dicts: unchanged
+    old = Config().to_dict()
+    del old["distill"]["method"]
+    old["distill"].update(schedule="fpd", fpd_teacher="st")
+    up = upgrade_saved_config(old, distilled=True)
+    assert up["distill"]["method"] == "fpd" and up["distill"]["schedule"] == "st_only"
+    assert "fpd_teacher" not in up["distill"] and old["distill"]["schedule"] == "fpd"
+    # a distillation run weighted its GT mask BCE by distill.seg_weight then; a teacher by
+    # train.mask_loss_weight (as everything does now)
+    old["distill"].update(schedule="orderly", seg_weight=0.05)
+    assert upgrade_saved_config(old, distilled=True)["train"]["mask_loss_weight"] == 0.05
+    assert upgrade_saved_config(old, distilled=False)["train"]["mask_loss_weight"] == 0.01
+    assert load_config(None, base=upgrade_saved_config(old, distilled=True)).distill.method \
+        == "odkd"

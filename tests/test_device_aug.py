@@ -13,11 +13,10 @@ import torch
 from odkd.config import DataConfig
 from odkd.data.coco import PersonRecord
 from odkd.data.dataset import IMAGENET_MEAN, IMAGENET_STD, TopDownDataset
-from odkd.data.device_aug import (DecodedDataset, DeviceAugment, collate_decoded, crop_affine,
-                                  encode_heatmaps_torch)
+from odkd.data.device_aug import DecodedDataset, DeviceAugment, collate_decoded, crop_affine
 from odkd.data.geometry import get_affine_transform
 from odkd.data.keypoints import COCO_KEYPOINTS, COCO_UPPER_BODY, flip_pairs_from_names
-from odkd.data.targets import encode_heatmaps
+from odkd.data.targets import encode_heatmaps, encode_heatmaps_torch
 
 PAIRS = flip_pairs_from_names(COCO_KEYPOINTS)
 DEVICE = os.environ.get("ODKD_TEST_DEVICE", "cpu")

@@ -79,10 +79,23 @@ def test_gt_mask_term_vanishes_for_a_confident_correct_mask():
     gt["mask_weight"] = torch.zeros(N)
     loss, logs = loss_fn({**student, "mask": -student["mask"]}, gt, {}, 0)
     assert logs["gt_mask"] == 0.0
-    # seg_weight 0 switches all segmentation learning off
-    loss, logs = DistillLoss(_cfg(schedule="none", seg_weight=0.0), 10)(
+    # train.mask_loss_weight (the one GT-mask knob, shared with supervised training) 0: off
+    loss, logs = DistillLoss(_cfg(schedule="none"), 10, mask_loss_weight=0.0)(
         {**student, "mask": -student["mask"]}, _gt(), {}, 0)
     assert logs["gt_mask"] == 0.0 and loss.item() == 0.0
+    # seg_weight weights only the ST imitation, not the GT mask
+    loss, logs = DistillLoss(_cfg(schedule="none", seg_weight=0.0), 10, mask_loss_weight=0.5)(
+        {**student, "mask": -student["mask"]}, _gt(), {}, 0)
+    assert loss.item() == pytest.approx(0.5 * float(logs["gt_mask"])) and logs["gt_mask"] > 1.0
+
+
+def test_one_gt_mask_knob_with_one_default():
+    from odkd.config import TrainConfig
+    from odkd.engine.distill import distill  # noqa: F401  (builds DistillLoss from train.*)
+    from odkd.engine.train import SupervisedObjective
+
+    assert DistillLoss(_cfg()).mask_loss_weight == TrainConfig().mask_loss_weight == 0.01
+    assert SupervisedObjective().mask_loss_weight == TrainConfig().mask_loss_weight
 
 
 def test_mask_kl_is_binary_kl():
@@ -127,9 +140,9 @@ def test_simultaneous_weights_each_teacher_half():
     cfg = _cfg(schedule="simultaneous", gt_weight=2.0, kd_weight=3.0, seg_weight=5.0)
     gt = _gt()
     student = {"heatmaps": _hm(7), "mask": _logits(8)}
-    loss, logs = DistillLoss(cfg, 10)(student, gt, _teachers(), 0)
+    loss, logs = DistillLoss(cfg, 10, mask_loss_weight=4.0)(student, gt, _teachers(), 0)
     # logged terms are detached 0-d tensors (read back once per log interval by the loop)
-    want = float(2.0 * logs["gt_kpt"] + 5.0 * logs["gt_mask"] + 3.0 * 0.5 * logs["pt_kpt"]
+    want = float(2.0 * logs["gt_kpt"] + 4.0 * logs["gt_mask"] + 3.0 * 0.5 * logs["pt_kpt"]
                  + 3.0 * 0.5 * logs["st_kpt"] + 5.0 * 0.5 * logs["st_seg"])
     assert min(logs[k] for k in ("gt_kpt", "gt_mask", "pt_kpt", "st_kpt", "st_seg")) > 0
     assert loss.item() == pytest.approx(want, rel=1e-5)
@@ -145,11 +158,31 @@ def test_fpd_matches_hand_computation():
     mse_gt = 0.5 * ((1 + 0) / 2 * 1.0 + (1 + 9) / 2 * 0.25) / 2      # = 0.5 * (0.5 + 1.25) / 2
     mse_t = 0.5 * ((4 + 4) / 2 * 1.0 + (0 + 4) / 2 * 0.25) / 2      # = 0.5 * (4 + 0.5) / 2
     alpha = 0.3
-    cfg = _cfg(schedule="fpd", fpd_alpha=alpha, fpd_teacher="st", gt_weight=7.0, kd_weight=9.0)
-    loss, logs = DistillLoss(cfg, 10)({"heatmaps": s}, gt, {"st": {"heatmaps": t}}, 0)
+    cfg = _cfg(method="fpd", schedule="st_only", fpd_alpha=alpha, gt_weight=7.0, kd_weight=9.0,
+               seg_weight=5.0)
+    # a mask head and an ST mask change nothing: FPD is keypoints only, as published
+    out = {"heatmaps": s, "mask": torch.ones(1, 1, 1, 2)}
+    st = {"heatmaps": t, "mask": -torch.ones(1, 1, 1, 2)}
+    loss, logs = DistillLoss(cfg, 10)(out, {**gt, "mask": torch.zeros(1, 1, 1, 2),
+                                            "mask_weight": torch.ones(1)}, {"st": st}, 0)
     assert logs["gt_kpt"] == pytest.approx(0.4375) and mse_gt == pytest.approx(0.4375)
     assert logs["st_kpt"] == pytest.approx(mse_t)
+    assert logs["gt_mask"] == 0.0 and logs["st_seg"] == 0.0
     assert loss.item() == pytest.approx((1 - alpha) * mse_gt + alpha * mse_t)
+    # the schedule is the timing: FPD through the orderly schedule uses PT, then ST
+    both = DistillLoss(_cfg(method="fpd", schedule="orderly"), 10)
+    assert both.needed_teachers(0) == {"pt"} and both.needed_teachers(9) == {"st"}
+    assert both.describe(5).startswith("FPD (alpha 0.5), orderly: PT steps 0-4")
+
+
+def test_fpd_as_a_schedule_says_what_to_write_instead():
+    from odkd.config import load_config
+
+    with pytest.raises(ConfigError, match="distill.method=fpd with distill.schedule=pt_only"):
+        DistillLoss(_cfg(schedule="fpd"), 10)
+    with pytest.raises(ConfigError, match="distill.fpd_teacher: no longer a key.*"
+                                          "distill.method=fpd"):
+        load_config(None, ["distill.schedule=fpd", "distill.fpd_teacher=st"])
 
 
 def test_needed_teachers_follow_schedule_and_weights():
@@ -157,8 +190,9 @@ def test_needed_teachers_follow_schedule_and_weights():
     assert [loss_fn.needed_teachers(e) for e in range(10)] == [{"pt"}] * 5 + [{"st"}] * 5
     assert DistillLoss(_cfg(schedule="simultaneous"), 4).needed_teachers(3) == {"pt", "st"}
     assert DistillLoss(_cfg(schedule="none"), 4).needed_teachers(0) == set()
-    assert DistillLoss(_cfg(schedule="fpd", fpd_teacher="st"), 4).needed_teachers(0) == {"st"}
-    assert DistillLoss(_cfg(schedule="fpd", fpd_alpha=0.0), 4).needed_teachers(0) == set()
+    assert DistillLoss(_cfg(method="fpd", schedule="st_only"), 4).needed_teachers(0) == {"st"}
+    assert DistillLoss(_cfg(method="fpd", schedule="pt_only", fpd_alpha=0.0),
+                       4).needed_teachers(0) == set()
     assert DistillLoss(_cfg(schedule="simultaneous", kd_weight=0.0, seg_weight=0.0),
                        4).needed_teachers(0) == set()
     # ST still needed for its mask when only keypoint imitation is off
@@ -203,6 +237,7 @@ def test_gradient_reaches_student_not_teacher_outputs():
     (dict(kd_weight=-1.0), "distill.kd_weight"),
     (dict(fpd_alpha=2.0), "distill.fpd_alpha"),
     (dict(schedule="random"), "distill.schedule"),
+    (dict(method="kd"), "distill.method"),
 ])
 def test_invalid_config_names_the_field(kw, field):
     with pytest.raises(ConfigError, match=field):

@@ -7,8 +7,8 @@ from odkd.distill.schedule import (SCHEDULES, describe_schedule, schedule_teache
 PT, ST, BOTH, NONE = (1.0, 0.0), (0.0, 1.0), (0.5, 0.5), (0.0, 0.0)
 
 
-def _run(schedule, total=10, frac=0.5, fpd_teacher="pt"):
-    return [teacher_weights(schedule, e, total, frac, fpd_teacher) for e in range(total)]
+def _run(schedule, total=10, frac=0.5):
+    return [teacher_weights(schedule, e, total, frac) for e in range(total)]
 
 
 def test_orderly_pt_first_then_st():
@@ -36,8 +36,6 @@ def test_constant_schedules():
     assert _run("pt_only") == [PT] * 10
     assert _run("st_only") == [ST] * 10
     assert _run("none") == [NONE] * 10
-    assert _run("fpd", fpd_teacher="pt") == [PT] * 10
-    assert _run("fpd", fpd_teacher="st") == [ST] * 10
 
 
 def test_steps_past_the_end_keep_last_phase():
@@ -55,8 +53,8 @@ def test_unknown_schedule_lists_valid_names():
 
 @pytest.mark.parametrize("kwargs,field", [
     (dict(schedule="orderly", step=0, total_steps=10, pt_fraction=1.5), "distill.pt_fraction"),
-    (dict(schedule="fpd", step=0, total_steps=10, pt_fraction=0.5, fpd_teacher="tt"),
-     "distill.fpd_teacher"),
+    # FPD is a loss (distill.method), not a timing: the error says what to write
+    (dict(schedule="fpd", step=0, total_steps=10, pt_fraction=0.5), "distill.method=fpd"),
     (dict(schedule="orderly", step=0, total_steps=0, pt_fraction=0.5), "train.epochs"),
 ])
 def test_bad_settings_name_the_field(kwargs, field):
@@ -69,7 +67,6 @@ def test_schedule_teachers():
     assert schedule_teachers("orderly", 1.0) == {"pt"}
     assert schedule_teachers("reverse", 0.0) == {"st"}
     assert schedule_teachers("none") == set()
-    assert schedule_teachers("fpd", fpd_teacher="st") == {"st"}
 
 
 def test_describe_schedule():
@@ -77,7 +74,6 @@ def test_describe_schedule():
     assert describe_schedule("reverse", 3, 0.34) == "reverse: ST steps 0-1, PT step 2"
     assert describe_schedule("simultaneous", 2, 0.5) == "simultaneous: PTx0.5 + STx0.5 steps 0-1"
     assert describe_schedule("none", 2, 0.5) == "none: GT only steps 0-1"
-    assert describe_schedule("fpd", 2, 0.5, "st") == "fpd (teacher ST): ST steps 0-1"
     assert describe_schedule("orderly", 10, 0.0) == "orderly: ST steps 0-9"
     assert describe_schedule("orderly", 10, 1.0) == "orderly: PT steps 0-9"
 

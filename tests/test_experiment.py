@@ -186,3 +186,31 @@ def test_differences_are_seed_by_seed_against_each_baseline_once():
     assert "| odkd − scratch | s | +20.0 / +10.0 | +15.0 ± 7.1 | 7.1 | 2/2 |" in md
     assert "| odkd − fpd_pt | s | +10.0 / -5.0 | +2.5 ± 10.6 | 7.1 | 1/2 |" in md
     assert "| fpd_pt − scratch |" in md and "scratch − fpd_pt" not in md
+
+
+def test_a_finished_run_with_an_older_key_is_reused_only_for_the_same_training(tmp_path):
+    """A key hashes every config field: one added to odkd since (at its default) or renamed
+    (FPD's old spelling) changes it although the run trained the same thing."""
+    import yaml
+
+    from odkd.config import Config, ConfigError, load_config
+    from odkd.experiment import _same_training, _train_once
+
+    cfg = load_config(None, [f"workdir={tmp_path}", "distill.method=fpd",
+                             "distill.schedule=st_only", "train.lr=0.002"])
+    saved = cfg.to_dict()
+    del saved["distill"]["method"]
+    saved["distill"].update(schedule="fpd", fpd_teacher="st")
+    del saved["train"]["threads"]                       # a field odkd did not have yet
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    done = {"best": str(tmp_path / "best.pt"), "key": "0123456789ab-DATA"}
+    (tmp_path / "done.json").write_text(json.dumps(done))
+    assert _same_training(cfg, done, "DATA", distill=True)
+    assert _train_once(cfg, distill=True, log=print, data_key="DATA") == done
+    assert not _same_training(cfg, done, "OTHER", distill=True)        # other data
+    other = load_config(None, [f"workdir={tmp_path}", "distill.method=fpd",
+                               "distill.schedule=st_only", "train.lr=0.001"])
+    assert not _same_training(other, done, "DATA", distill=True)
+    with pytest.raises(ConfigError, match="different config or dataset"):
+        _train_once(other, distill=True, log=print, data_key="DATA")
+    assert Config().distill.method == "odkd"

@@ -1,12 +1,15 @@
 """Effect of each official-HRNet evaluation rule, switched on one at a time in odkd's pipeline,
-on the real-mini images (results/bad_inputs_eval.md, section b). Monkeypatches the decoder and
-the flip shift of engine.evaluate for the single-rule rows; eval.protocol=hrnet does all at once.
+on the real-mini images (results/bad_inputs_eval.md, section b). The single-rule rows hand
+run_evaluation a HeatmapCodec with only the decoding rules or only the flip shift of HRNet;
+eval.protocol=hrnet does all at once.
 
     python tools/protocol_effects.py runs/protocol_fit/last.pt   (after tools/protocol_fit.yaml)
 """
-import functools, json, os, sys
+import json, os, sys
+from dataclasses import replace
 import torch
 import odkd.engine.evaluate as E
+from odkd.codec import HeatmapCodec
 from odkd.config import load_config
 from odkd.models.checkpoint import build_from_checkpoint
 torch.set_num_threads(1)
@@ -16,7 +19,6 @@ ckpt = sys.argv[1]
 ck = torch.load(ckpt, weights_only=True)
 base = ck["config"]; base.pop("distill", None)
 model = build_from_checkpoint(ckpt, verbose=False).eval()
-orig_decode, orig_shift = E.decode_heatmaps, E.flip_shift
 
 def run(boxes, box_rule="odkd", decode="odkd", shift="odkd", amp="none", oracle=False):
     cfg = load_config(None, [], base=json.loads(json.dumps(base)))
@@ -24,11 +26,13 @@ def run(boxes, box_rule="odkd", decode="odkd", shift="odkd", amp="none", oracle=
     cfg.eval.protocol = box_rule
     coco, recs = E.build_eval_records(cfg, ANN, R, boxes, oracle=oracle)
     cfg.eval.protocol = "odkd"
-    E.decode_heatmaps = functools.partial(orig_decode, protocol=decode)
-    E.flip_shift = (lambda c: 1.0) if shift == "hrnet" else orig_shift
+    codec = HeatmapCodec.from_config(cfg)   # odkd's; then one rule of HRNet's at a time
+    if shift == "hrnet":
+        codec = replace(codec, flip_shift=1.0)
+    codec = replace(codec, protocol=decode)
     with torch.inference_mode():
         m = E.run_evaluation(cfg, None if oracle else model, coco, recs, torch.device("cpu"),
-                             oracle=oracle, progress=False)
+                             oracle=oracle, progress=False, codec=codec)
     return m["AP"], m["AR"]
 
 rows = []

@@ -62,8 +62,9 @@ def _box_list(boxes: Any, where: str, det_thr: float) -> list[tuple[list[float],
 
 
 class PoseModel:
-    """A loaded pose model with its checkpoint's eval settings (flip test, heatmap shift,
-    decoder, box padding, rescoring, OKS-NMS). Build it with :func:`load`."""
+    """A loaded pose model with its checkpoint's eval settings (flip test, box padding,
+    rescoring, OKS-NMS; heatmap shift and decoder in ``predictor.codec``). Build it with
+    :func:`load`."""
 
     def __init__(self, loaded: LoadedPose, batch_size: int = 32, flip: bool | None = None):
         cfg = loaded.cfg
@@ -72,8 +73,7 @@ class PoseModel:
         self.predictor = TopDownPredictor(
             loaded.model, loaded.spec, loaded.device, batch_size=batch_size,
             flip_test=cfg.eval.flip_test if flip is None else bool(flip),
-            shift_heatmap=cfg.eval.shift_heatmap, decode=cfg.eval.decode,
-            padding=cfg.data.padding)
+            padding=cfg.data.padding, codec=loaded.codec)
 
     def __repr__(self) -> str:
         w, h = self.spec.input_size

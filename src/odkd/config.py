@@ -67,8 +67,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     optimizer: str = "adam"             # adam | adamw | sgd
     amp: str = "none"                   # none | bf16
-    # Weight of the mask BCE when model.with_mask. BCE is ~100x the heatmap MSE, so 1.0 lets
-    # the mask swamp the keypoints (demo: ST teacher PCK 33.9 vs 37.8 for the keypoint-only PT).
+    # Weight of the GT mask BCE when model.with_mask, in training and distillation alike (the
+    # one knob for it). BCE is ~100x the heatmap MSE, so 1.0 lets the mask swamp the keypoints
+    # (demo: ST teacher PCK 33.9 vs 37.8 for the keypoint-only PT).
     mask_loss_weight: float = 0.01
     grad_clip: float = 0.0
     seed: int = 0
@@ -113,17 +114,20 @@ class TeacherConfig:
 @dataclass
 class DistillConfig:
     # The paper's terms. Defaults and the measurements behind them: README "Configs".
-    schedule: str = "orderly"           # orderly | simultaneous | reverse | pt_only | st_only | none | fpd
+    # The loss formula: odkd (GT + teacher imitation + ST segmentation, module distill.losses)
+    # or fpd (Fast Pose Distillation: (1-fpd_alpha)*MSE(GT) + fpd_alpha*MSE(teacher)).
+    method: str = "odkd"
+    # Which teacher teaches at which step (the timing; FPD from the PT is schedule pt_only).
+    schedule: str = "orderly"           # orderly | simultaneous | reverse | pt_only | st_only | none
     pt: TeacherConfig = field(default_factory=TeacherConfig)        # primary teacher (weaker)
     st: TeacherConfig = field(default_factory=lambda: TeacherConfig(with_mask=True))  # senior teacher
     pt_fraction: float = 0.5            # orderly: PT for this fraction of the steps, then ST
     gt_weight: float = 1.0
     kd_weight: float = 1.0              # weight of teacher keypoint imitation
-    # Weight of ST mask imitation (+ GT mask loss of the student's mask head; 0 disables).
-    # Measured on the demo (seed 0): 1.0 -> val PCK 19.6, 0.01 -> 41.6 (scratch 37.7).
+    # Weight of ST mask imitation (the GT mask BCE is train.mask_loss_weight). Measured on the
+    # demo (seed 0, both terms at this weight): 1.0 -> val PCK 19.6, 0.01 -> 41.6 (scratch 37.7).
     seg_weight: float = 0.01
     fpd_alpha: float = 0.5              # FPD: (1-a)*MSE(GT) + a*MSE(teacher)
-    fpd_teacher: str = "pt"             # which teacher FPD uses: pt | st
     binarize_targets: list = field(default_factory=lambda: ["teacher"])  # any of gt, teacher
     binarize_mode: str = "mask"         # none | hard | mask (demo-scale ablation in README)
     binarize_tau: float = 0.5           # threshold as a fraction of each map's peak
@@ -193,9 +197,16 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     return value
 
 
+# What to write instead of the spelling of FPD before distill.method existed.
+FPD_HINT = ("FPD is a loss of its own, not a schedule: write distill.method=fpd with "
+            "distill.schedule=pt_only (FPD from the PT) or distill.schedule=st_only (from the ST)")
+
+
 def _build(cls, data: dict, where: str):
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls)}
+    if cls is DistillConfig and "fpd_teacher" in data:
+        raise ConfigError(f"{where}.fpd_teacher: no longer a key; {FPD_HINT}")
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
@@ -310,6 +321,29 @@ def shipped_configs() -> list[tuple[str, str, str]]:
                      "")
         data = yaml.safe_load(text) or {}
         out.append((name[:-len(".yaml")], "experiment" if "methods" in data else "train", about))
+    return out
+
+
+def upgrade_saved_config(saved: dict, distilled: bool) -> dict:
+    """A complete config dict saved by an odkd from before ``distill.method`` (a checkpoint's
+    ``config``, a run's config.yaml), rewritten in today's keys for the same training.
+
+    Then, FPD was ``distill.schedule: fpd`` with ``distill.fpd_teacher``, and a distillation
+    run (``distilled``) weighted its GT mask BCE by ``distill.seg_weight`` instead of
+    ``train.mask_loss_weight``. Dicts that already have ``distill.method`` come back unchanged.
+    """
+    dist = saved.get("distill")
+    if not isinstance(dist, dict) or "method" in dist:
+        return saved
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in saved.items()}
+    dist = out["distill"]
+    teacher = dist.pop("fpd_teacher", "pt")
+    if dist.get("schedule") == "fpd":
+        dist["method"], dist["schedule"] = "fpd", f"{teacher}_only"
+    else:
+        dist["method"] = "odkd"
+        if distilled and "seg_weight" in dist and isinstance(out.get("train"), dict):
+            out["train"]["mask_loss_weight"] = dist["seg_weight"]
     return out
 
 

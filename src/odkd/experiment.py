@@ -24,9 +24,9 @@ from odkd.utils import atomic_write_text
 # distill defaults (orderly PT->ST, binarized teacher targets, ST segmentation imitation).
 METHODS: dict[str, list[str]] = {
     "scratch": ["distill.schedule=none", "model.with_mask=false"],
-    "fpd_pt": ["distill.schedule=fpd", "distill.fpd_teacher=pt", "distill.binarize_mode=none",
+    "fpd_pt": ["distill.method=fpd", "distill.schedule=pt_only", "distill.binarize_mode=none",
                "model.with_mask=false"],
-    "fpd_st": ["distill.schedule=fpd", "distill.fpd_teacher=st", "distill.binarize_mode=none",
+    "fpd_st": ["distill.method=fpd", "distill.schedule=st_only", "distill.binarize_mode=none",
                "model.with_mask=false"],
     "pt_only": ["distill.schedule=pt_only", "model.with_mask=false"],
     "st_only": ["distill.schedule=st_only"],
@@ -201,6 +201,27 @@ def _run_key(cfg: Config, data_key: str, distill: bool = True) -> str:
     return f"{cfg.hash(*sections)}-{data_key}"
 
 
+def _same_training(cfg: Config, done: dict, data_key: str, distill: bool) -> bool:
+    """Whether the finished run in ``cfg.workdir`` (its config.yaml, read in today's keys)
+    trained what ``cfg`` asks for on the same data, although its key differs: a key hashes
+    every field, so a field added to odkd since (at its default) or a renamed one changes it."""
+    import yaml
+
+    from odkd.config import upgrade_saved_config
+    from odkd.engine.train import _flatten
+
+    path = os.path.join(cfg.workdir, "config.yaml")
+    if not str(done.get("key", "")).endswith(f"-{data_key}") or not os.path.exists(path):
+        return False
+    saved = upgrade_saved_config(yaml.safe_load(open(path)) or {}, distilled=distill)
+    sections = ("data", "model", "train", "distill") if distill else ("data", "model", "train")
+    now = cfg.to_dict()
+    old = _flatten({k: saved.get(k) or {} for k in sections})
+    default = _flatten(Config().to_dict())
+    return all(old.get(k, default.get(k)) == v for k, v in _flatten({k: now[k] for k in sections}
+                                                                      ).items())
+
+
 def _train_once(cfg: Config, distill: bool, log, data_key: str = "") -> dict:
     """Train (or resume, or skip when done) one run; returns its done.json content."""
     key = _run_key(cfg, data_key, distill)
@@ -208,7 +229,8 @@ def _train_once(cfg: Config, distill: bool, log, data_key: str = "") -> dict:
     accepted = {key, _run_key(cfg, data_key, True)}
     done = _done(cfg.workdir)
     if done:
-        if done.get("key", key) not in accepted:
+        if done.get("key", key) not in accepted and not _same_training(cfg, done, data_key,
+                                                                        distill):
             # reusing it would put a stale number in the table without a word
             raise ConfigError(f"{cfg.workdir}: finished with a different config or dataset "
                               f"than this experiment asks for; use another `out` or delete it")

@@ -12,30 +12,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from odkd.config import Config, ConfigError, DataConfig
+from odkd.codec import HeatmapCodec
+from odkd.config import Config, DataConfig
 from odkd.data.coco import (CocoPoseSet, PersonRecord, detections_summary, load_coco,
                             load_detections)
 from odkd.data.geometry import affine_points, box_to_center_scale, get_affine_transform
-from odkd.data.targets import ann_to_mask, encode_heatmaps, warp_mask
+from odkd.data.targets import ann_to_mask, warp_mask
 from odkd.data.transforms import AugmentParams, TrainAugment, color_jitter
 from odkd.errors import DataError
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-def input_and_heatmap_size(cfg: DataConfig) -> tuple[tuple[int, int], tuple[int, int]]:
-    """((W, H), (w, h)) from ``data.input_size`` and ``data.heatmap_stride``, validated."""
-    size, stride = cfg.input_size, cfg.heatmap_stride
-    ok = (isinstance(size, (list, tuple)) and len(size) == 2
-          and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size))
-    if not ok:
-        raise ConfigError(f"data.input_size: expected [width, height] of positive integers, "
-                          f"got {size!r}")
-    if stride <= 0 or size[0] % stride or size[1] % stride:
-        raise ConfigError(f"data.input_size {list(size)} must be divisible by "
-                          f"data.heatmap_stride {stride}")
-    return (size[0], size[1]), (size[0] // stride, size[1] // stride)
 
 
 def read_image(path: str) -> np.ndarray:
@@ -45,6 +32,20 @@ def read_image(path: str) -> np.ndarray:
     if img is None:
         raise DataError(f"{path}: cannot read image (missing, unreadable or not an image file)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def warp_crop(image: np.ndarray, center, scale, rot: float, input_size) -> np.ndarray:
+    """The crop of every path (training, evaluation, inference): uint8 (H, W, 3) of the
+    (rotated) box ``center`` / ``scale`` at ``input_size`` (W, H), black outside the image."""
+    mat = get_affine_transform(center, scale, rot, input_size)
+    return cv2.warpAffine(image, mat, tuple(input_size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+def normalize_crop(crop: np.ndarray) -> np.ndarray:
+    """uint8 RGB (H, W, 3) -> float32 (3, H, W) normalised with ImageNet mean / std."""
+    img = (crop.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(img.transpose(2, 0, 1))
 
 
 class TopDownDataset(Dataset):
@@ -57,11 +58,14 @@ class TopDownDataset(Dataset):
 
     ``return_image_mask=False`` skips decoding instance masks (``mask`` zeros, ``mask_weight``
     0), for models without a mask head. ``summary`` is a one-line description for logs.
+    ``codec`` encodes the targets (default: from ``cfg``; evaluation passes the one it decodes
+    with); its input size and stride are the crop's.
     """
 
     def __init__(self, records: list[PersonRecord], flip_pairs, upper_body_ids,
                  cfg: DataConfig, *, train: bool, seed: int = 0,
-                 return_image_mask: bool = True, summary: str = ""):
+                 return_image_mask: bool = True, summary: str = "",
+                 codec: HeatmapCodec | None = None):
         self.summary = summary
         self.records = list(records)
         self.flip_pairs = [list(p) for p in flip_pairs]
@@ -71,7 +75,8 @@ class TopDownDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.return_image_mask = return_image_mask
-        self.input_size, self.heatmap_size = input_and_heatmap_size(cfg)
+        self.codec = codec or HeatmapCodec.from_data_config(cfg)
+        self.input_size, self.heatmap_size = self.codec.input_size, self.codec.heatmap_size
         self.aspect_ratio = self.input_size[0] / self.input_size[1]
         self.augment = TrainAugment(AugmentParams.from_config(cfg), self.flip_pairs,
                                     self.upper_body_ids, self.aspect_ratio)
@@ -125,22 +130,16 @@ class TopDownDataset(Dataset):
             image, kpts, center, scale = aug.image, aug.keypoints, aug.center, aug.scale
             rot, flipped = aug.rotation, aug.flipped
 
-        mat_in = get_affine_transform(center, scale, rot, self.input_size)
-        crop = cv2.warpAffine(image, mat_in, self.input_size, flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        crop = warp_crop(image, center, scale, rot, self.input_size)
         if rng is not None and self.cfg.color_jitter > 0:
             crop = color_jitter(crop, rng, self.cfg.color_jitter)
 
         mat_hm = get_affine_transform(center, scale, rot, self.heatmap_size)
         kp_hm = kpts.copy()
         kp_hm[:, :2] = affine_points(kpts[:, :2], mat_hm)
-        # A joint counts only when its nearest heatmap pixel exists: x in [-0.5, w - 0.5).
-        w, h = self.heatmap_size
-        inside = ((kp_hm[:, 0] >= -0.5) & (kp_hm[:, 0] < w - 0.5)
-                  & (kp_hm[:, 1] >= -0.5) & (kp_hm[:, 1] < h - 0.5))
-        kp_hm[~inside, 2] = 0
-        heatmap, target_weight = encode_heatmaps(kp_hm, self.heatmap_size, self.cfg.sigma)
+        heatmap, target_weight = self.codec.encode(kp_hm)
 
+        w, h = self.heatmap_size
         mask = np.zeros((h, w), np.float32)
         mask_weight = 0.0
         if self.return_image_mask and rec.segmentation is not None:
@@ -151,9 +150,8 @@ class TopDownDataset(Dataset):
                 mask = warp_mask(full, mat_hm, self.heatmap_size)
                 mask_weight = 1.0
 
-        img = (crop.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
+            "image": torch.from_numpy(normalize_crop(crop)),
             "heatmap": torch.from_numpy(heatmap),
             "target_weight": torch.from_numpy(target_weight),
             "mask": torch.from_numpy(mask)[None],
@@ -186,6 +184,7 @@ def build_datasets(cfg: Config, *, train: bool = True, val: bool = True,
     (``data.boxes: gt``) or a COCO detection results file.
     """
     d = cfg.data
+    codec = HeatmapCodec.from_config(cfg)   # both splits share it
     with_masks = cfg.model.with_mask if with_masks is None else with_masks
     sets: dict[str, CocoPoseSet] = {}
     train_set = val_set = None
@@ -196,7 +195,8 @@ def build_datasets(cfg: Config, *, train: bool = True, val: bool = True,
         sets["train"] = coco
         train_set = TopDownDataset(coco.records, coco.flip_pairs, coco.upper_body_ids, d,
                                    train=True, seed=cfg.train.seed,
-                                   return_image_mask=with_masks, summary=coco.summary())
+                                   return_image_mask=with_masks, summary=coco.summary(),
+                                   codec=codec)
     if val and d.val_ann:
         coco = load_coco(d.val_ann, d.val_images, train=False, flip_pairs=d.flip_pairs,
                          upper_body_ids=d.upper_body_ids,
@@ -211,5 +211,5 @@ def build_datasets(cfg: Config, *, train: bool = True, val: bool = True,
             summary = detections_summary(d.boxes, records, skipped)
         val_set = TopDownDataset(records, coco.flip_pairs, coco.upper_body_ids, d,
                                  train=False, seed=cfg.train.seed, return_image_mask=False,
-                                 summary=summary)
+                                 summary=summary, codec=codec)
     return train_set, val_set, sets

@@ -13,7 +13,7 @@ accelerator, the warp and the target encoding starve it. Here the work is split:
 - :class:`DeviceAugment` (in the training process, on the device): batched affine matrices from
   (center, scale, rotation), the crop with ``affine_grid``/``grid_sample`` (the horizontal flip
   and the canvas downscale are folded into the sampling affine), colour jitter, normalisation,
-  Gaussian heatmaps + target weights (the formula of :func:`odkd.data.targets.encode_heatmaps`)
+  Gaussian heatmaps + target weights (the base set's :class:`odkd.codec.HeatmapCodec`, batched)
   and the instance-mask target (the 4x4-supersampled coverage of
   :func:`odkd.data.targets.warp_mask`).
 
@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from odkd.codec import HeatmapCodec
 from odkd.data.dataset import IMAGENET_MEAN, IMAGENET_STD, TopDownDataset
 from odkd.data.geometry import box_to_center_scale
 from odkd.data.targets import _MASK_SUPERSAMPLE
@@ -198,44 +199,20 @@ def sampling_theta(mat_fwd: torch.Tensor, output_size, canvas_size, width: torch
     return theta[:, :2].float()
 
 
-def encode_heatmaps_torch(kpts_hm: torch.Tensor, heatmap_size, sigma: float
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batched :func:`odkd.data.targets.encode_heatmaps`: (B, K, 3) -> (B, K, h, w), (B, K)."""
-    w, h = int(heatmap_size[0]), int(heatmap_size[1])
-    k = kpts_hm.double()
-    mu_x, mu_y, vis = k[..., 0], k[..., 1], k[..., 2]
-    radius = 3.0 * float(sigma)
-    finite = torch.isfinite(mu_x) & torch.isfinite(mu_y)
-    mu_x = torch.where(finite, mu_x, torch.zeros_like(mu_x))
-    mu_y = torch.where(finite, mu_y, torch.zeros_like(mu_y))
-    overlaps = ((mu_x + radius >= 0) & (mu_x - radius <= w - 1)
-                & (mu_y + radius >= 0) & (mu_y - radius <= h - 1))
-    valid = finite & (vis > 0) & overlaps
-    dev = kpts_hm.device
-    dx = torch.arange(w, dtype=torch.float64, device=dev) - mu_x[..., None]     # (B, K, w)
-    dy = torch.arange(h, dtype=torch.float64, device=dev) - mu_y[..., None]     # (B, K, h)
-    two_s2 = 2.0 * float(sigma) ** 2
-    gx = torch.where(dx.abs() <= radius, torch.exp(-dx * dx / two_s2), torch.zeros_like(dx))
-    gy = torch.where(dy.abs() <= radius, torch.exp(-dy * dy / two_s2), torch.zeros_like(dy))
-    gx = gx * valid[..., None]
-    heat = gy.float()[..., :, None] * gx.float()[..., None, :]
-    return heat, valid.float()
-
-
 class DeviceAugment:
     """Turn a :func:`collate_decoded` batch into the training fields of the CPU sample dict.
 
     ``__call__(batch)`` returns ``image`` (B, 3, H, W) float32 normalised, ``heatmap``,
     ``target_weight``, ``mask``, ``mask_weight``, ``center``, ``scale``, ``rotation`` on
     ``device``. ``round_crop`` rounds the crop to integers like the CPU path's uint8 image
-    (needed for the colour jitter to match; cheap).
+    (needed for the colour jitter to match; cheap). ``codec``: the base set's by default.
     """
 
     def __init__(self, base: TopDownDataset, canvas_size, device: torch.device | str,
-                 round_crop: bool = True):
-        self.input_size = base.input_size
-        self.heatmap_size = base.heatmap_size
-        self.sigma = float(base.cfg.sigma)
+                 round_crop: bool = True, codec: HeatmapCodec | None = None):
+        self.codec = codec or base.codec
+        self.input_size = self.codec.input_size
+        self.heatmap_size = self.codec.heatmap_size
         self.canvas_size = tuple(canvas_size)
         self.device = torch.device(device)
         self.round_crop = round_crop
@@ -280,13 +257,10 @@ class DeviceAugment:
         mat_hm = crop_affine(center, scale, rot, self.heatmap_size)
         kp = batch["aug_keypoints"].double()
         xy = kp[..., :2] @ mat_hm[:, :2, :2].transpose(1, 2) + mat_hm[:, None, :2, 2]
-        w, h = self.heatmap_size
-        inside = ((xy[..., 0] >= -0.5) & (xy[..., 0] < w - 0.5)
-                  & (xy[..., 1] >= -0.5) & (xy[..., 1] < h - 0.5))
-        vis = torch.where(inside, kp[..., 2], torch.zeros_like(kp[..., 2]))
         # float32 like the CPU path's affine_points output, so both encode the same coordinates
-        kp_hm = torch.cat([xy.float().double(), vis[..., None]], dim=-1)
-        heatmap, target_weight = encode_heatmaps_torch(kp_hm, self.heatmap_size, self.sigma)
+        kp_hm = torch.cat([xy.float().double(), kp[..., 2:3]], dim=-1)
+        heatmap, target_weight = self.codec.encode_torch(kp_hm)
+        w, h = self.heatmap_size
 
         # --- instance mask: 4x4 supersampled coverage >= 1/2, as targets.warp_mask
         mask_weight = batch["mask_weight"].float()

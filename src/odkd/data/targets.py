@@ -10,6 +10,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 from pycocotools import mask as mask_utils
 
 from odkd.errors import DataError
@@ -58,6 +59,31 @@ def encode_heatmaps(kpts_hm: np.ndarray, heatmap_size, sigma: float
     gx *= valid[:, None]
     heatmaps = gy[:, :, None] * gx[:, None, :]                              # (K, h, w)
     return heatmaps.astype(np.float32), valid.astype(np.float32)
+
+
+def encode_heatmaps_torch(kpts_hm: torch.Tensor, heatmap_size, sigma: float
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched :func:`encode_heatmaps` on the tensor's device (the device augmentation's
+    targets): (B, K, 3) -> (B, K, h, w), (B, K)."""
+    w, h = int(heatmap_size[0]), int(heatmap_size[1])
+    k = kpts_hm.double()
+    mu_x, mu_y, vis = k[..., 0], k[..., 1], k[..., 2]
+    radius = 3.0 * float(sigma)
+    finite = torch.isfinite(mu_x) & torch.isfinite(mu_y)
+    mu_x = torch.where(finite, mu_x, torch.zeros_like(mu_x))
+    mu_y = torch.where(finite, mu_y, torch.zeros_like(mu_y))
+    overlaps = ((mu_x + radius >= 0) & (mu_x - radius <= w - 1)
+                & (mu_y + radius >= 0) & (mu_y - radius <= h - 1))
+    valid = finite & (vis > 0) & overlaps
+    dev = kpts_hm.device
+    dx = torch.arange(w, dtype=torch.float64, device=dev) - mu_x[..., None]     # (B, K, w)
+    dy = torch.arange(h, dtype=torch.float64, device=dev) - mu_y[..., None]     # (B, K, h)
+    two_s2 = 2.0 * float(sigma) ** 2
+    gx = torch.where(dx.abs() <= radius, torch.exp(-dx * dx / two_s2), torch.zeros_like(dx))
+    gy = torch.where(dy.abs() <= radius, torch.exp(-dy * dy / two_s2), torch.zeros_like(dy))
+    gx = gx * valid[..., None]
+    heat = gy.float()[..., :, None] * gx.float()[..., None, :]
+    return heat, valid.float()
 
 
 def warp_mask(mask: np.ndarray, mat: np.ndarray, heatmap_size) -> np.ndarray:

@@ -2,8 +2,9 @@
 keypoints (+ masks) -> overlays (PNG per image, MP4 per video) and a COCO results json.
 
 Crops, the flip test, decoding, rescoring and OKS-NMS are the ones evaluation uses
-(TopDownDataset geometry, ``flip_back``, ``decode_heatmaps``, ``rescore_and_nms``), so a model
-gives the same keypoints here as in ``odkd eval`` for the same boxes, on either backend.
+(``dataset.warp_crop``, ``codec.predict_heatmaps``, ``HeatmapCodec.decode``,
+``rescore_and_nms``), so a model gives the same keypoints here as in ``odkd eval`` for the same
+boxes, on either backend.
 """
 from __future__ import annotations
 
@@ -18,14 +19,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from odkd.codec import HeatmapCodec, predict_heatmaps
 from odkd.data.coco import clip_box, read_detections, read_json  # eval's checks, clipping
-from odkd.data.dataset import IMAGENET_MEAN, IMAGENET_STD, read_image
-from odkd.data.geometry import box_to_center_scale, get_affine_transform
+from odkd.data.dataset import normalize_crop, read_image, warp_crop
+from odkd.data.geometry import box_to_center_scale
 from odkd.deploy.spec import PoseSpec
 from odkd.deploy.visualize import draw_pose, paste_mask, write_image
 from odkd.errors import DataError, OdkdError
 from odkd.eval.coco_eval import rescore_and_nms
-from odkd.eval.decode import decode_heatmaps, flip_back
 from odkd.utils import atomic_write_text
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -47,44 +48,36 @@ class Instances:
 
 
 class TopDownPredictor:
-    """Runs a pose model (torch module or OrtPoseModel) on person boxes, in batches."""
+    """Runs a pose model (torch module or OrtPoseModel) on person boxes, in batches.
+
+    ``codec`` (default: the spec's, :meth:`HeatmapCodec.from_spec`) undoes the flip test and
+    decodes, as in evaluation; ``flip_test`` and the box ``padding`` are the eval settings."""
 
     def __init__(self, model, spec: PoseSpec, device: torch.device, batch_size: int = 32,
-                 flip_test: bool = True, shift_heatmap: bool = True, decode: str = "quarter",
-                 padding: float = 1.25) -> None:
+                 flip_test: bool = True, padding: float = 1.25,
+                 codec: HeatmapCodec | None = None) -> None:
         if batch_size < 1:
             raise OdkdError(f"batch size must be >= 1, got {batch_size}")
         self.model, self.spec, self.device = model, spec, device
         self.batch_size = batch_size
-        self.flip_test, self.shift_heatmap, self.decode = flip_test, shift_heatmap, decode
-        self.padding = padding
-        self.input_size = tuple(spec.input_size)
+        self.flip_test, self.padding = flip_test, padding
+        self.codec = codec or HeatmapCodec.from_spec(spec)
+        if tuple(self.codec.input_size) != tuple(spec.input_size):
+            raise OdkdError(f"codec input size {list(self.codec.input_size)} differs from the "
+                            f"model's {list(spec.input_size)}")
+        self.input_size = self.codec.input_size
         self.aspect_ratio = self.input_size[0] / self.input_size[1]
 
     def crop(self, image: np.ndarray, box) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(normalised CHW crop, center, scale): the evaluation crop of TopDownDataset."""
         center, scale = box_to_center_scale(box, self.aspect_ratio, self.padding)
-        mat = get_affine_transform(center, scale, 0.0, self.input_size)
-        crop = cv2.warpAffine(image, mat, self.input_size, flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-        img = (crop.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-        return np.ascontiguousarray(img.transpose(2, 0, 1)), center, scale
+        crop = warp_crop(image, center, scale, 0.0, self.input_size)
+        return normalize_crop(crop), center, scale
 
-    @torch.no_grad()
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(heatmaps, mask logits or None) on the CPU, flip-averaged like
-        ``engine.evaluate.predict_heatmaps`` (written out here to keep the mask as well)."""
-        out = self.model(images)
-        heat = out["heatmaps"].float()
-        mask = out["mask"].float() if "mask" in out else None
-        if self.flip_test:
-            fout = self.model(torch.flip(images, dims=[3]))
-            stride = self.spec.heatmap_stride
-            heat = 0.5 * (heat + flip_back(fout["heatmaps"].float(), self.spec.flip_pairs,
-                                           shift=self.shift_heatmap, stride=stride))
-            if mask is not None:
-                mask = 0.5 * (mask + flip_back(fout["mask"].float(), [],
-                                               shift=self.shift_heatmap, stride=stride))
+        """(heatmaps, mask logits or None) on the CPU, flip-averaged as in evaluation."""
+        heat, mask = predict_heatmaps(self.model, images, self.codec, self.spec.flip_pairs,
+                                      self.flip_test)
         return heat.cpu(), (mask.cpu() if mask is not None else None)
 
     def predict(self, items: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[Instances]:
@@ -110,8 +103,7 @@ class TopDownPredictor:
                 if mask is not None:
                     mask_parts.append(torch.sigmoid(mask[:, 0]))
             heat = torch.cat(heats).numpy()
-            preds, maxvals = decode_heatmaps(heat, np.stack(centers), np.stack(scales),
-                                             method=self.decode)
+            preds, maxvals = self.codec.decode(heat, np.stack(centers), np.stack(scales))
             kpts = np.concatenate([preds, maxvals[..., None]], axis=2)
             masks = torch.cat(mask_parts).numpy() if mask_parts else None
         owner_arr = np.asarray(owner, dtype=np.int64)

@@ -187,6 +187,13 @@ class LoadedPose:
     spec: PoseSpec
     cfg: Config             # eval settings (flip test, decoder, padding, NMS) at the model's size
     device: Any             # torch.device the inputs go to
+    codec: Any = None       # HeatmapCodec of ``cfg`` (filled in when None)
+
+    def __post_init__(self) -> None:
+        if self.codec is None:
+            from odkd.codec import HeatmapCodec   # odkd.codec imports torch: on use only
+
+            self.codec = HeatmapCodec.from_config(self.cfg)
 
 
 def load_pose(path: str, backend: str | None = None, device: str | None = "auto",

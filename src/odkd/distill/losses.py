@@ -2,15 +2,19 @@
 
 With ``(w_pt, w_st)`` from :func:`odkd.distill.schedule.teacher_weights` at this training step, ``S``
 the student heatmaps, ``B(.)`` the configured binarization and ``MSE`` HRNet's target-weighted
-``joints_mse``::
+``joints_mse``, ``distill.method`` picks the formula::
 
-    loss = gt_weight  * MSE(S, B_gt(GT))                     ground truth
-         + kd_weight  * w_pt * MSE(S, B_t(PT))               PT keypoint imitation
-         + kd_weight  * w_st * MSE(S, B_t(ST))               ST keypoint imitation
-         + seg_weight * w_st * KL(sigmoid(ST mask) || sigmoid(student mask))   ST seg imitation
-         + seg_weight * BCE(student mask, GT mask)           GT mask (student mask head only)
+    odkd:  loss = gt_weight  * MSE(S, B_gt(GT))                     ground truth
+                + kd_weight  * w_pt * MSE(S, B_t(PT))               PT keypoint imitation
+                + kd_weight  * w_st * MSE(S, B_t(ST))               ST keypoint imitation
+                + seg_weight * w_st * KL(sigmoid(ST mask) || sigmoid(student mask))  ST seg
+                + mask_loss_weight * BCE(student mask, GT mask)     GT mask (train.mask_loss_weight)
 
-    FPD (schedule "fpd"):  loss = (1 - fpd_alpha) * MSE(S, B_gt(GT)) + fpd_alpha * MSE(S, B_t(T))
+    fpd:   loss = (1 - fpd_alpha) * MSE(S, B_gt(GT))
+                + fpd_alpha * (w_pt * MSE(S, B_t(PT)) + w_st * MSE(S, B_t(ST)))
+
+The schedule only says when each teacher teaches: FPD as published is ``method=fpd`` with
+``schedule=pt_only`` (or ``st_only``).
 
 Choices, and why:
 
@@ -27,9 +31,10 @@ Choices, and why:
   what makes it useful. It is added only when both the student and the ST output a mask.
 * **GT mask.** When the student has a mask head and the batch carries a GT mask, the
   ``mask_bce`` against it (``mask_weight`` zeroes crops without annotation) is added at every
-  step with ``seg_weight``. The head then learns from the start (during the PT phase of the
-  orderly schedule too), and ``seg_weight=0`` removes *all* segmentation learning, which is the
-  clean "no segmentation" ablation.
+  step with ``train.mask_loss_weight``, the weight supervised training gives it too (one knob,
+  one default). The head then learns from the start (during the PT phase of the orderly
+  schedule too). The "no segmentation" ablation is a student without a mask head
+  (``model.with_mask=false``) and ``seg_weight=0``.
 * **FPD** (Fast Pose Distillation, the single-teacher baseline) is kept exactly as published:
   keypoints only, no mask terms, and ``gt_weight``/``kd_weight`` are not used.
 * **Binarization** applies as configured in every schedule (``binarize_targets`` lists
@@ -47,20 +52,24 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from odkd.config import ConfigError, DistillConfig
+from odkd.config import ConfigError, DistillConfig, TrainConfig
 from odkd.distill.binarize import binarize, check_binarize
 from odkd.distill.schedule import (check_schedule, describe_schedule, schedule_teachers,
                                    teacher_weights)
 from odkd.losses import joints_mse, mask_bce
 
 BINARIZE_TARGETS: tuple[str, ...] = ("gt", "teacher")
+LOSS_METHODS: tuple[str, ...] = ("odkd", "fpd")
 LOG_KEYS: tuple[str, ...] = ("loss", "gt_kpt", "gt_mask", "pt_kpt", "st_kpt", "st_seg",
                              "w_pt", "w_st")
 
 
 def check_distill_config(cfg: DistillConfig) -> None:
     """Validate every ``distill.*`` field this package reads; errors name the field."""
-    check_schedule(cfg.schedule, cfg.pt_fraction, cfg.fpd_teacher)
+    if cfg.method not in LOSS_METHODS:
+        raise ConfigError(f"distill.method: unknown {cfg.method!r}; choose one of "
+                          f"{list(LOSS_METHODS)}")
+    check_schedule(cfg.schedule, cfg.pt_fraction)
     check_binarize(cfg.binarize_mode, cfg.binarize_tau)
     bad = [t for t in cfg.binarize_targets if t not in BINARIZE_TARGETS]
     if bad:
@@ -75,8 +84,8 @@ def check_distill_config(cfg: DistillConfig) -> None:
 
 def _active_teachers(cfg: DistillConfig, w_pt: float, w_st: float) -> set[str]:
     """Teachers whose output changes the loss, given the schedule weights."""
-    if cfg.schedule == "fpd":
-        return {cfg.fpd_teacher} if cfg.fpd_alpha > 0 else set()
+    if cfg.method == "fpd":
+        return {t for t, w in (("pt", w_pt), ("st", w_st)) if w > 0 and cfg.fpd_alpha > 0}
     active = set()
     if w_pt > 0 and cfg.kd_weight > 0:
         active.add("pt")
@@ -88,7 +97,7 @@ def _active_teachers(cfg: DistillConfig, w_pt: float, w_st: float) -> set[str]:
 def teachers_in_use(cfg: DistillConfig) -> set[str]:
     """Teachers needed at some step (their checkpoints must be given before training)."""
     check_distill_config(cfg)
-    used = schedule_teachers(cfg.schedule, cfg.pt_fraction, cfg.fpd_teacher)
+    used = schedule_teachers(cfg.schedule, cfg.pt_fraction)
     return _active_teachers(cfg, 1.0 if "pt" in used else 0.0, 1.0 if "st" in used else 0.0)
 
 
@@ -118,12 +127,17 @@ class DistillLoss:
 
     ``total_steps`` is the run's number of training iterations (the schedule's unit). The
     training loop knows it only once the data is loaded, so it may be given later through
-    :meth:`set_total_steps`.
+    :meth:`set_total_steps`. ``mask_loss_weight`` weights the GT mask BCE
+    (``train.mask_loss_weight``, whose default it shares).
     """
 
-    def __init__(self, cfg: DistillConfig, total_steps: int | None = None) -> None:
+    def __init__(self, cfg: DistillConfig, total_steps: int | None = None,
+                 mask_loss_weight: float = TrainConfig.mask_loss_weight) -> None:
         check_distill_config(cfg)
+        if not mask_loss_weight >= 0:
+            raise ConfigError(f"train.mask_loss_weight: expected >= 0, got {mask_loss_weight!r}")
         self.cfg = cfg
+        self.mask_loss_weight = float(mask_loss_weight)
         self.total_steps = None
         if total_steps is not None:
             self.set_total_steps(total_steps)
@@ -140,8 +154,8 @@ class DistillLoss:
     def describe(self, steps_per_epoch: int = 0) -> str:
         """One log line: which teacher teaches at which steps."""
         c = self.cfg
-        return describe_schedule(c.schedule, self._total(), c.pt_fraction, c.fpd_teacher,
-                                 steps_per_epoch)
+        text = describe_schedule(c.schedule, self._total(), c.pt_fraction, steps_per_epoch)
+        return f"FPD (alpha {c.fpd_alpha:g}), {text}" if c.method == "fpd" else text
 
     def _total(self) -> int:
         if self.total_steps is None:
@@ -151,7 +165,7 @@ class DistillLoss:
     def weights(self, step: int) -> tuple[float, float]:
         """``(w_pt, w_st)`` at training ``step`` (0-based global iteration)."""
         c = self.cfg
-        return teacher_weights(c.schedule, step, self._total(), c.pt_fraction, c.fpd_teacher)
+        return teacher_weights(c.schedule, step, self._total(), c.pt_fraction)
 
     def needed_teachers(self, step: int) -> set[str]:
         """Teachers to run at this step; the others contribute nothing, so skip their forward."""
@@ -192,17 +206,18 @@ class DistillLoss:
         terms = {k: zero for k in ("gt_kpt", "gt_mask", "pt_kpt", "st_kpt", "st_seg")}
 
         terms["gt_kpt"] = joints_mse(s_hm, gt_hm, tw)
-        if c.schedule == "fpd":
-            t = c.fpd_teacher
-            if t in active:
-                t_hm = self._teacher_heatmaps(t, teacher_out[t], s_hm)
-                terms[f"{t}_kpt"] = joints_mse(s_hm, t_hm, tw)
-            loss = (1.0 - c.fpd_alpha) * terms["gt_kpt"] + c.fpd_alpha * terms[f"{t}_kpt"]
+        if c.method == "fpd":
+            loss = (1.0 - c.fpd_alpha) * terms["gt_kpt"]
+            for t, w in (("pt", w_pt), ("st", w_st)):
+                if t in active:
+                    t_hm = self._teacher_heatmaps(t, teacher_out[t], s_hm)
+                    terms[f"{t}_kpt"] = joints_mse(s_hm, t_hm, tw)
+                    loss = loss + c.fpd_alpha * w * terms[f"{t}_kpt"]
         else:
             loss = c.gt_weight * terms["gt_kpt"]
-            if s_mask is not None and gt.get("mask") is not None and c.seg_weight > 0:
+            if s_mask is not None and gt.get("mask") is not None and self.mask_loss_weight > 0:
                 terms["gt_mask"] = mask_bce(s_mask, gt["mask"], gt.get("mask_weight"))
-                loss = loss + c.seg_weight * terms["gt_mask"]
+                loss = loss + self.mask_loss_weight * terms["gt_mask"]
             if "pt" in active:  # implies kd_weight > 0
                 t_hm = self._teacher_heatmaps("pt", teacher_out["pt"], s_hm)
                 terms["pt_kpt"] = joints_mse(s_hm, t_hm, tw)

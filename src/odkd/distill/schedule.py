@@ -11,8 +11,10 @@ simultaneous    both teachers at every step, 0.5 each (see below)
 pt_only         PT at every step
 st_only         ST at every step
 none            no teacher (ground truth only: the "scratch" student)
-fpd             one teacher (``fpd_teacher``: pt | st) at every step, FPD's loss mix
 ==============  =========================================================================
+
+The schedule is only the timing; the loss formula is ``distill.method`` (odkd or fpd), so the
+FPD baseline is ``method=fpd`` with ``pt_only`` (or ``st_only``).
 
 ``simultaneous`` gives each teacher 0.5, i.e. the student imitates the average of the two
 teachers' losses: the total teacher weight is then 1 at every step, as in every other schedule,
@@ -29,23 +31,22 @@ from __future__ import annotations
 
 import math
 
-from odkd.config import ConfigError
+from odkd.config import FPD_HINT, ConfigError
 
 SCHEDULES: tuple[str, ...] = ("orderly", "reverse", "simultaneous", "pt_only", "st_only",
-                              "none", "fpd")
+                              "none")
 TEACHERS: tuple[str, ...] = ("pt", "st")
 
 
-def check_schedule(schedule: str, pt_fraction: float = 0.5, fpd_teacher: str = "pt") -> None:
+def check_schedule(schedule: str, pt_fraction: float = 0.5) -> None:
     """Raise :class:`ConfigError` naming the ``distill.*`` field when a setting is invalid."""
+    if schedule == "fpd":
+        raise ConfigError(f"distill.schedule: 'fpd' is no longer a schedule; {FPD_HINT}")
     if schedule not in SCHEDULES:
         raise ConfigError(f"distill.schedule: unknown schedule {schedule!r}; "
                           f"choose one of {list(SCHEDULES)}")
     if not 0.0 <= pt_fraction <= 1.0:
         raise ConfigError(f"distill.pt_fraction: expected a value in [0, 1], got {pt_fraction!r}")
-    if schedule == "fpd" and fpd_teacher not in TEACHERS:
-        raise ConfigError(f"distill.fpd_teacher: expected one of {list(TEACHERS)}, "
-                          f"got {fpd_teacher!r}")
 
 
 def switch_step(total_steps: int, pt_fraction: float) -> int:
@@ -53,13 +54,13 @@ def switch_step(total_steps: int, pt_fraction: float) -> int:
     return int(math.floor(pt_fraction * total_steps + 0.5))
 
 
-def teacher_weights(schedule: str, step: int, total_steps: int, pt_fraction: float,
-                    fpd_teacher: str = "pt") -> tuple[float, float]:
+def teacher_weights(schedule: str, step: int, total_steps: int, pt_fraction: float
+                    ) -> tuple[float, float]:
     """``(w_pt, w_st)``: how much each teacher counts at training ``step`` (0-based iteration).
 
     Steps at or past ``total_steps`` (e.g. extra fine-tuning) keep the last phase's weights.
     """
-    check_schedule(schedule, pt_fraction, fpd_teacher)
+    check_schedule(schedule, pt_fraction)
     if total_steps < 1:
         raise ConfigError(f"training steps (train.epochs x steps per epoch): expected >= 1, "
                           f"got {total_steps!r}")
@@ -76,19 +77,16 @@ def teacher_weights(schedule: str, step: int, total_steps: int, pt_fraction: flo
         return (1.0, 0.0)
     if schedule == "st_only":
         return (0.0, 1.0)
-    if schedule == "fpd":
-        return (1.0, 0.0) if fpd_teacher == "pt" else (0.0, 1.0)
     return (0.0, 0.0)  # none
 
 
-def schedule_teachers(schedule: str, pt_fraction: float = 0.5, fpd_teacher: str = "pt"
-                      ) -> set[str]:
+def schedule_teachers(schedule: str, pt_fraction: float = 0.5) -> set[str]:
     """Teachers the schedule uses at *some* step, whatever the number of steps.
 
     Used to decide which checkpoints must be given before training starts. For orderly/reverse
     a teacher with a zero share (pt_fraction 0 or 1) is not needed.
     """
-    check_schedule(schedule, pt_fraction, fpd_teacher)
+    check_schedule(schedule, pt_fraction)
     if schedule in ("orderly", "reverse"):
         used = set()
         if pt_fraction > 0.0:
@@ -96,12 +94,12 @@ def schedule_teachers(schedule: str, pt_fraction: float = 0.5, fpd_teacher: str 
         if pt_fraction < 1.0:
             used.add("st")
         return used
-    return {"simultaneous": {"pt", "st"}, "pt_only": {"pt"}, "st_only": {"st"}, "none": set(),
-            "fpd": {fpd_teacher}}[schedule]
+    return {"simultaneous": {"pt", "st"}, "pt_only": {"pt"}, "st_only": {"st"},
+            "none": set()}[schedule]
 
 
 def describe_schedule(schedule: str, total_steps: int, pt_fraction: float,
-                      fpd_teacher: str = "pt", steps_per_epoch: int = 0) -> str:
+                      steps_per_epoch: int = 0) -> str:
     """One line for logs, e.g. ``orderly: PT steps 0-499, ST steps 500-999``.
 
     With ``steps_per_epoch`` each span also says where it lies in epochs of training (``epochs
@@ -118,7 +116,7 @@ def describe_schedule(schedule: str, total_steps: int, pt_fraction: float,
     phases: list[list] = []
     for k, start in enumerate(starts):
         end = (starts[k + 1] if k + 1 < len(starts) else total_steps) - 1
-        w = teacher_weights(schedule, start, total_steps, pt_fraction, fpd_teacher)
+        w = teacher_weights(schedule, start, total_steps, pt_fraction)
         if phases and phases[-1][2] == w:
             phases[-1][1] = end
         else:
@@ -131,5 +129,4 @@ def describe_schedule(schedule: str, total_steps: int, pt_fraction: float,
         if steps_per_epoch:
             span += f" (epochs {start / steps_per_epoch:g}-{(end + 1) / steps_per_epoch:g})"
         parts.append(f"{' + '.join(who) or 'GT only'} {span}")
-    extra = f" (teacher {fpd_teacher.upper()})" if schedule == "fpd" else ""
-    return f"{schedule}{extra}: " + ", ".join(parts)
+    return f"{schedule}: " + ", ".join(parts)

@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from odkd.config import Config, DistillConfig, TeacherConfig
+from odkd.engine import train as _train  # module attribute: tests can watch train_step
 from odkd.errors import OdkdError
 
 
@@ -125,22 +126,17 @@ class _Stepper:
             schedule = "simultaneous" if len(teachers) == 2 else "pt_only"
             self.kd = DistillLoss(DistillConfig(schedule=schedule, seg_weight=0.0,
                                                 st=TeacherConfig(with_mask=False)), total_steps=1)
+        # the step's precision comes from the config, as in training
+        self.cfg = replace(cfg, train=replace(cfg.train, amp="bf16" if amp else "none",
+                                              grad_clip=0.0))
 
     def __call__(self, images: torch.Tensor, gt: dict, with_teachers: bool = True) -> None:
+        """One step of ``odkd.engine.train.train_step``: the function training runs."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp \
-            else torch.autocast(self.device.type, enabled=False)
-        with ctx:
-            out = self.model(images)
-        if with_teachers and self.kd is not None:
-            t_out = {k: t(images) for k, t in self.teachers.items()}
-            loss, _ = self.kd(out, gt, t_out, 0)
-        else:
-            loss, _ = self.supervised(out, gt, {}, 0)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        kd = with_teachers and self.kd is not None
+        _train.train_step(self.cfg, self.device, self.model, self.kd if kd else self.supervised,
+                          self.teachers if kd else {}, self.optimizer, images, gt, 0)
 
 
 def _time(fn, warmup: int, steps: int, device: torch.device) -> float:

@@ -14,7 +14,7 @@ def distill(cfg: Config, resume: bool = False, progress: bool = True,
     _, _, device = odist.init_distributed(cfg.train.device)
     # the schedule counts iterations: train() gives the total once the data is loaded, and
     # prints the schedule line then
-    objective = DistillLoss(cfg.distill)
+    objective = DistillLoss(cfg.distill, mask_loss_weight=cfg.train.mask_loss_weight)
     teachers = load_teachers(cfg.distill, device)
     if odist.is_main():
         d = cfg.distill

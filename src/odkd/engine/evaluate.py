@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from odkd.codec import PROTOCOLS, HeatmapCodec, predict_heatmaps  # noqa: F401 (config.py cites PROTOCOLS here)
 from odkd.config import Config, ConfigError
 from odkd.data.coco import (CocoPoseSet, PersonRecord, detections_summary, format_skips,
                             load_coco, load_detections)
@@ -23,7 +24,6 @@ from odkd.data.dataset import TopDownDataset
 from odkd.engine import dist as odist
 from odkd.errors import DataError, OdkdError
 from odkd.eval.coco_eval import evaluate_coco, rescore_and_nms, write_metrics
-from odkd.eval.decode import decode_heatmaps, flip_back
 
 
 PCK_THR = 0.1
@@ -35,44 +35,17 @@ PCK_THR = 0.1
 #   quarter offset   odkd per axis where 1 <= x <= w-2; hrnet both axes, 2 <= x, y <= w-2, h-2
 #   max <= 0         odkd keeps the argmax; hrnet puts the joint at heatmap (0, 0)
 #   flip shift       odkd (stride - 1) / stride px (exact); hrnet 1 px
-PROTOCOLS = ("odkd", "hrnet")
+# The last three are HeatmapCodec's (codec.PROTOCOLS), the box rules are applied here.
 AMP_MODES = ("none", "bf16")
 
 
-def check_eval_config(cfg: Config) -> None:
-    """ConfigError for eval settings that would otherwise fail (or be ignored) mid-run."""
-    if cfg.eval.protocol not in PROTOCOLS:
-        raise ConfigError(f"eval.protocol: expected one of {', '.join(PROTOCOLS)}, got "
-                          f"{cfg.eval.protocol!r}")
+def check_eval_config(cfg: Config) -> HeatmapCodec:
+    """ConfigError for eval settings that would otherwise fail (or be ignored) mid-run; returns
+    the codec of ``cfg`` (it checks decoder and protocol)."""
     if cfg.eval.amp not in AMP_MODES:
         raise ConfigError(f"eval.amp: expected one of {', '.join(AMP_MODES)}, got "
                           f"{cfg.eval.amp!r}")
-    if cfg.eval.decode not in ("quarter", "dark"):
-        raise ConfigError(f"eval.decode: expected quarter or dark, got {cfg.eval.decode!r}")
-    if cfg.eval.protocol == "hrnet" and cfg.eval.decode != "quarter":
-        raise ConfigError("eval.protocol hrnet decodes with the quarter offset; "
-                          f"eval.decode={cfg.eval.decode} is not part of it")
-
-
-def flip_shift(cfg: Config) -> float:
-    """Heatmap-pixel shift of the flipped maps (decode.flip_back) for cfg.eval."""
-    if not cfg.eval.shift_heatmap:
-        return 0.0
-    if cfg.eval.protocol == "hrnet":
-        return 1.0
-    stride = cfg.data.heatmap_stride
-    return (stride - 1) / stride
-
-
-@torch.no_grad()
-def predict_heatmaps(model, images: torch.Tensor, flip_pairs, flip_test: bool = True,
-                     shift_heatmap: bool = True, stride: int = 4) -> torch.Tensor:
-    """Heatmaps for a batch; with ``flip_test`` averaged with the mirrored input's."""
-    heat = model(images)["heatmaps"].float()
-    if flip_test:
-        flipped = model(torch.flip(images, dims=[3]))["heatmaps"].float()
-        heat = 0.5 * (heat + flip_back(flipped, flip_pairs, shift=shift_heatmap, stride=stride))
-    return heat
+    return HeatmapCodec.from_config(cfg)
 
 
 def attach_gt_to_detections(dets: list[PersonRecord], gt: list[PersonRecord]
@@ -129,20 +102,24 @@ def build_eval_records(cfg: Config, ann_file: str, image_dir: str, boxes: str,
 
 def run_evaluation(cfg: Config, model, coco: CocoPoseSet, records: list[PersonRecord],
                    device: torch.device, out_dir: str | None = None, oracle: bool = False,
-                   progress: bool = True, desc: str = "eval") -> dict:
+                   progress: bool = True, desc: str = "eval",
+                   codec: HeatmapCodec | None = None) -> dict:
     """Predict every record (sharded across ranks under torchrun), then COCO-evaluate on rank 0.
+
+    ``codec`` (default: from ``cfg``) encodes the oracle's heatmaps, undoes the flip test and
+    decodes; inference takes the same object (``TopDownPredictor.codec``).
 
     Every image of ``coco.ann_file`` is scored (as the official tools do), so people in
     images without a box count as misses. Returns the metrics dict (AP, AP50, AP75, APm, APl,
     AR, plus PCK with GT boxes) on every rank; ``metrics.json`` holds the same keys.
     """
-    check_eval_config(cfg)
-    shift = flip_shift(cfg)
+    cfg_codec = check_eval_config(cfg)
+    codec = codec or cfg_codec
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) \
         if torch.distributed.is_initialized() else (0, 1)
     shard = records[rank::world]
     ds = TopDownDataset(shard, coco.flip_pairs, coco.upper_body_ids, cfg.data, train=False,
-                        return_image_mask=False)
+                        return_image_mask=False, codec=codec)
     loader = DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False,
                         num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
     if model is not None:
@@ -159,12 +136,11 @@ def run_evaluation(cfg: Config, model, coco: CocoPoseSet, records: list[PersonRe
             amp = torch.autocast(device.type, dtype=torch.bfloat16) \
                 if cfg.eval.amp == "bf16" else nullcontext()
             with amp:
-                heat = predict_heatmaps(model, images, coco.flip_pairs, cfg.eval.flip_test,
-                                        shift, cfg.data.heatmap_stride)
+                heat, _ = predict_heatmaps(model, images, codec, coco.flip_pairs,
+                                           cfg.eval.flip_test)
             heat = heat.float().cpu()
         centers, scales = batch["center"].numpy(), batch["scale"].numpy()
-        preds, maxvals = decode_heatmaps(heat.numpy(), centers, scales, method=cfg.eval.decode,
-                                         protocol=cfg.eval.protocol)
+        preds, maxvals = codec.decode(heat.numpy(), centers, scales)
         kpts.append(np.concatenate([preds, maxvals[..., None]], axis=2))
         box_scores.append(batch["score"].numpy())
         areas.append(scales[:, 0] * scales[:, 1])  # HRNet's crop-area convention for OKS

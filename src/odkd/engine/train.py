@@ -26,13 +26,14 @@ import os
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from odkd.config import Config, ConfigError, save_config
+from odkd.config import Config, ConfigError, TrainConfig, save_config, upgrade_saved_config
 from odkd.data.dataset import build_datasets
 from odkd.engine import dist as odist
 from odkd.engine.evaluate import format_metrics, run_evaluation
@@ -46,7 +47,7 @@ from odkd.utils import atomic_torch_save, atomic_write_text, seed_everything
 class SupervisedObjective:
     """Ground truth only: target-weighted joints MSE (+ mask BCE when the model has a mask head)."""
 
-    def __init__(self, mask_loss_weight: float = 1.0):
+    def __init__(self, mask_loss_weight: float = TrainConfig.mask_loss_weight):
         self.mask_loss_weight = mask_loss_weight
 
     def needed_teachers(self, step: int) -> set:
@@ -320,13 +321,67 @@ def _csv_append(path: str, row: dict) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | None = None,
-          progress: bool = True, final_eval: bool = True) -> dict:
-    """Train ``cfg.model`` on ``cfg.data``; returns {"best_ap", "last", "best", "metrics"}.
+def train_step(cfg: Config, device: torch.device, fwd, objective, teachers: dict, optimizer,
+               images: torch.Tensor, gt: dict, step: int) -> tuple[torch.Tensor, dict]:
+    """One optimisation step, the one ``odkd train`` runs and ``odkd bench train`` times.
 
-    ``objective`` defaults to :class:`SupervisedObjective`; distillation passes a DistillLoss and
-    the frozen ``teachers`` ({"pt": ..., "st": ...}).
+    Student forward (``fwd``: the model, or its DDP / compiled wrapper), the teachers the
+    objective needs at global iteration ``step`` (:func:`odkd.distill.teachers.run_teachers`;
+    none for supervised training), the loss, backward and the optimizer step. Returns the
+    detached loss and the objective's logs (device tensors: read them once per log interval).
     """
+    from odkd.distill.teachers import run_teachers
+
+    with autocast_ctx(cfg, device):
+        out = fwd(images)
+    t_out = run_teachers(teachers, images, objective.needed_teachers(step))
+    loss, logs = objective(out, gt, t_out, step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.train.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(fwd.parameters(), cfg.train.grad_clip)
+    optimizer.step()
+    return loss.detach(), logs
+
+
+@dataclass
+class _Run:
+    """Everything one training run holds between set-up, epochs and checkpoints."""
+    cfg: Config
+    rank: int
+    world: int
+    device: torch.device
+    bar_on: bool
+    plain_progress: bool
+    last_path: str
+    best_path: str
+    train_set: object
+    val_set: object
+    val_coco: object
+    loader: object
+    sampler: object
+    dev_aug: object
+    channels_last: bool
+    model: torch.nn.Module
+    net: torch.nn.Module
+    fwd: object
+    optimizer: torch.optim.Optimizer
+    objective: object
+    teachers: dict
+    steps_per_epoch: int
+    writer: object = None
+    start_epoch: int = 0
+    best_ap: float = -1.0
+    it_global: int = 0
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup(cfg: Config, resume: bool, objective, teachers: dict | None, progress: bool) -> _Run:
+    """Checks, data, model, optimizer, teachers and (with ``resume``) the saved state."""
     _check_train_config(cfg)
     _check_data(cfg)
     rank, world, device = odist.init_distributed(cfg.train.device)
@@ -334,7 +389,6 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
     # bars only on a terminal: a redirected log would fill with bar redraws, so it gets a
     # plain line per log interval instead
     bar_on = progress and main and sys.stderr.isatty()
-    plain_progress = progress and main and not bar_on
     if cfg.train.threads and device.type == "cpu":
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed + rank)
@@ -349,12 +403,14 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
         if not os.path.exists(last_path):
             raise ConfigError(f"--resume: no checkpoint at {last_path}")
         ck = read_checkpoint(last_path)
-        check_resume_config(ck.get("config") or {}, cfg, ck["epoch"], last_path)
+        # a checkpoint from before distill.method is compared in today's keys
+        saved = upgrade_saved_config(ck.get("config") or {},
+                                     distilled=hasattr(objective, "set_total_steps"))
+        check_resume_config(saved, cfg, ck["epoch"], last_path)
     if main:
         save_config(cfg, os.path.join(cfg.workdir, "config.yaml"))
 
     train_set, val_set, sets = build_datasets(cfg)
-    val_coco = sets["val"]
     if main:
         print(f"[odkd] train: {sets['train'].summary()}")
         print(f"[odkd] val:   {val_set.summary}")
@@ -415,107 +471,130 @@ def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | No
             writer = SummaryWriter(os.path.join(cfg.workdir, "tb"))
         except ImportError:  # tensorboard is optional at run time
             writer = None
-    metrics: dict = {}
-    epochs = cfg.train.epochs
     steps_per_epoch = len(loader)
     if cfg.train.max_iters_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.train.max_iters_per_epoch)
     if hasattr(objective, "set_total_steps"):
         # the distillation schedule is placed on iterations, known only now
-        objective.set_total_steps(max(1, epochs * steps_per_epoch))
+        objective.set_total_steps(max(1, cfg.train.epochs * steps_per_epoch))
         if main:
             print(f"[odkd] distill: {objective.describe(steps_per_epoch)}")
-    for epoch in range(start_epoch, epochs):
-        sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        net.train()
-        t0, n_img, sums = time.time(), 0, {}
-        steps = steps_per_epoch
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not bar_on,
-                   leave=False, dynamic_ncols=True)
-        for i, batch in enumerate(loader):
-            if i >= steps:
-                break
-            lr = lr_at(cfg, epoch, it_global)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            images, gt = prepare_batch(batch, device, dev_aug, channels_last)
-            with autocast_ctx(cfg, device):
-                out = fwd(images)
-            needed = objective.needed_teachers(it_global)
-            t_out = {name: teachers[name](images) for name in needed if teachers.get(name)}
-            loss, logs = objective(out, gt, t_out, it_global)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
-            optimizer.step()
-            it_global += 1
-            n_img += images.shape[0]
-            logs["loss"] = loss.detach()
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + (v.float() if torch.is_tensor(v) else v)
-            # Reading a CUDA value back stalls the queue, so losses are summed on the device and
-            # read (and checked) once per log interval; a NaN is caught at most log_every late.
-            if (i + 1) % max(1, cfg.train.log_every) == 0 or i + 1 == steps:
-                mean_loss = float(sums["loss"]) / (i + 1)
-                if not math.isfinite(mean_loss):
-                    raise NonFiniteError(
-                        f"non-finite loss in epoch {epoch + 1} by iter {i + 1} ("
-                        + ", ".join(f"{k}={float(v):.4g}" for k, v in logs.items())
-                        + f"): training diverged; lower train.lr (now {cfg.train.lr:g}) or set "
-                        "train.grad_clip")
-                bar.set_postfix(loss=f"{mean_loss:.3e}", lr=f"{lr:.1e}")
-                if plain_progress and i + 1 < steps:  # the epoch line follows the last one
-                    print(f"[odkd] epoch {epoch + 1}/{epochs} iter {i + 1}/{steps} "
-                          f"loss {mean_loss:.3e} lr {lr:.1e}", flush=True)
-            bar.update(1)
-            if writer is not None and it_global % max(1, cfg.train.log_every) == 0:
-                for k, v in logs.items():
-                    writer.add_scalar(f"train/{k}", float(v), it_global)
-                writer.add_scalar("train/lr", lr, it_global)
-        bar.close()
-        _finite_model_check(model, images[:4], cfg, device, epoch)
-        n_steps = max(1, min(steps, len(loader)))
-        row = {"epoch": epoch + 1, "step": it_global, "lr": lr_at(cfg, epoch, it_global),
-               **{k: float(v) / n_steps for k, v in sums.items()},
-               "img_s": n_img * world / max(1e-9, time.time() - t0)}
+    return _Run(cfg=cfg, rank=rank, world=world, device=device, bar_on=bar_on,
+                plain_progress=progress and main and not bar_on, last_path=last_path,
+                best_path=best_path, train_set=train_set, val_set=val_set,
+                val_coco=sets["val"], loader=loader, sampler=sampler, dev_aug=dev_aug,
+                channels_last=channels_last, model=model, net=net, fwd=fwd,
+                optimizer=optimizer, objective=objective, teachers=teachers,
+                steps_per_epoch=steps_per_epoch, writer=writer, start_epoch=start_epoch,
+                best_ap=best_ap, it_global=it_global)
 
-        # final_eval=False: the caller evaluates the result itself (odkd experiment)
-        do_eval = (cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0) \
-            or (final_eval and epoch + 1 == epochs)
+
+def _train_epoch(run: _Run, epoch: int) -> tuple[dict, torch.Tensor]:
+    """One epoch of :func:`train_step`; returns its log.csv row and the last batch's images."""
+    cfg, device, epochs = run.cfg, run.device, run.cfg.train.epochs
+    run.sampler.set_epoch(epoch)
+    run.train_set.set_epoch(epoch)
+    run.net.train()
+    t0, n_img, sums = time.time(), 0, {}
+    steps = run.steps_per_epoch
+    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not run.bar_on,
+               leave=False, dynamic_ncols=True)
+    for i, batch in enumerate(run.loader):
+        if i >= steps:
+            break
+        lr = lr_at(cfg, epoch, run.it_global)
+        for g in run.optimizer.param_groups:
+            g["lr"] = lr
+        images, gt = prepare_batch(batch, device, run.dev_aug, run.channels_last)
+        loss, logs = train_step(cfg, device, run.fwd, run.objective, run.teachers,
+                                run.optimizer, images, gt, run.it_global)
+        run.it_global += 1
+        n_img += images.shape[0]
+        logs["loss"] = loss
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.0) + (v.float() if torch.is_tensor(v) else v)
+        # Reading a CUDA value back stalls the queue, so losses are summed on the device and
+        # read (and checked) once per log interval; a NaN is caught at most log_every late.
+        if (i + 1) % max(1, cfg.train.log_every) == 0 or i + 1 == steps:
+            mean_loss = float(sums["loss"]) / (i + 1)
+            if not math.isfinite(mean_loss):
+                raise NonFiniteError(
+                    f"non-finite loss in epoch {epoch + 1} by iter {i + 1} ("
+                    + ", ".join(f"{k}={float(v):.4g}" for k, v in logs.items())
+                    + f"): training diverged; lower train.lr (now {cfg.train.lr:g}) or set "
+                    "train.grad_clip")
+            bar.set_postfix(loss=f"{mean_loss:.3e}", lr=f"{lr:.1e}")
+            if run.plain_progress and i + 1 < steps:  # the epoch line follows the last one
+                print(f"[odkd] epoch {epoch + 1}/{epochs} iter {i + 1}/{steps} "
+                      f"loss {mean_loss:.3e} lr {lr:.1e}", flush=True)
+        bar.update(1)
+        if run.writer is not None and run.it_global % max(1, cfg.train.log_every) == 0:
+            for k, v in logs.items():
+                run.writer.add_scalar(f"train/{k}", float(v), run.it_global)
+            run.writer.add_scalar("train/lr", lr, run.it_global)
+    bar.close()
+    n_steps = max(1, min(steps, len(run.loader)))
+    row = {"epoch": epoch + 1, "step": run.it_global, "lr": lr_at(cfg, epoch, run.it_global),
+           **{k: float(v) / n_steps for k, v in sums.items()},
+           "img_s": n_img * run.world / max(1e-9, time.time() - t0)}
+    return row, images
+
+
+def _evaluate_and_checkpoint(run: _Run, epoch: int, row: dict, images: torch.Tensor,
+                             final_eval: bool) -> None:
+    """After an epoch: refuse a non-finite model, evaluate when due, write checkpoints/logs."""
+    cfg, epochs = run.cfg, run.cfg.train.epochs
+    _finite_model_check(run.model, images[:4], cfg, run.device, epoch)
+    # final_eval=False: the caller evaluates the result itself (odkd experiment)
+    do_eval = (cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0) \
+        or (final_eval and epoch + 1 == epochs)
+    if do_eval:
+        run.metrics = run_evaluation(cfg, run.model, run.val_coco, run.val_set.records,
+                                     run.device, progress=run.bar_on, desc=f"eval {epoch + 1}")
+        row.update({f"val_{k}": v for k, v in run.metrics.items()})
+        if run.writer is not None:
+            for k, v in run.metrics.items():
+                run.writer.add_scalar(f"val/{k}", v, epoch + 1)
+    if run.main:
+        improved = do_eval and run.metrics["AP"] > run.best_ap
+        if improved:
+            run.best_ap = run.metrics["AP"]
+        extra = {"epoch": epoch + 1, "it_global": run.it_global, "best_ap": run.best_ap,
+                 "optimizer": run.optimizer.state_dict(), "config": cfg.to_dict(),
+                 "metrics": dict(run.metrics)}
+        every = cfg.train.save_every  # 0: only at the end
+        if (every and (epoch + 1) % every == 0) or epoch + 1 == epochs:
+            save_checkpoint(run.last_path, run.model, extra)
+        if improved:
+            save_checkpoint(run.best_path, run.model, _weights_only(extra))
+        _csv_append(os.path.join(cfg.workdir, "log.csv"), row)
+        msg = f"[odkd] epoch {epoch + 1}/{epochs} loss {row['loss']:.3e} " \
+              f"({row['img_s']:.0f} img/s)"
         if do_eval:
-            metrics = run_evaluation(cfg, model, val_coco, val_set.records, device,
-                                     progress=bar_on, desc=f"eval {epoch + 1}")
-            row.update({f"val_{k}": v for k, v in metrics.items()})
-            if writer is not None:
-                for k, v in metrics.items():
-                    writer.add_scalar(f"val/{k}", v, epoch + 1)
-        if main:
-            improved = do_eval and metrics["AP"] > best_ap
-            if improved:
-                best_ap = metrics["AP"]
-            extra = {"epoch": epoch + 1, "it_global": it_global, "best_ap": best_ap,
-                     "optimizer": optimizer.state_dict(), "config": cfg.to_dict(),
-                     "metrics": dict(metrics)}
-            every = cfg.train.save_every  # 0: only at the end
-            if (every and (epoch + 1) % every == 0) or epoch + 1 == epochs:
-                save_checkpoint(last_path, model, extra)
-            if improved:
-                save_checkpoint(best_path, model, _weights_only(extra))
-            _csv_append(os.path.join(cfg.workdir, "log.csv"), row)
-            msg = f"[odkd] epoch {epoch + 1}/{epochs} loss {row['loss']:.3e} " \
-                  f"({row['img_s']:.0f} img/s)"
-            if do_eval:
-                msg += f" val AP {metrics['AP']:.4f} (best {best_ap:.4f})"
-            print(msg, flush=True)
+            msg += f" val AP {run.metrics['AP']:.4f} (best {run.best_ap:.4f})"
+        print(msg, flush=True)
+
+
+def train(cfg: Config, resume: bool = False, objective=None, teachers: dict | None = None,
+          progress: bool = True, final_eval: bool = True) -> dict:
+    """Train ``cfg.model`` on ``cfg.data``; returns {"best_ap", "last", "best", "metrics"}.
+
+    ``objective`` defaults to :class:`SupervisedObjective`; distillation passes a DistillLoss and
+    the frozen ``teachers`` ({"pt": ..., "st": ...}). Set-up (:func:`_setup`), then per epoch
+    :func:`_train_epoch` (a loop of :func:`train_step`) and :func:`_evaluate_and_checkpoint`.
+    """
+    run = _setup(cfg, resume, objective, teachers, progress)
+    for epoch in range(run.start_epoch, cfg.train.epochs):
+        row, images = _train_epoch(run, epoch)
+        _evaluate_and_checkpoint(run, epoch, row, images, final_eval)
         odist.barrier()
-    if writer is not None:
-        writer.close()
-    if main and not os.path.exists(best_path) and os.path.exists(last_path):
+    if run.writer is not None:
+        run.writer.close()
+    if run.main and not os.path.exists(run.best_path) and os.path.exists(run.last_path):
         # Every run leaves a best.pt, even one whose evaluation never ran.
-        atomic_torch_save(_weights_only(read_checkpoint(last_path)), best_path)
-    if main and metrics:
-        print(format_metrics(metrics))
-    best_ap = odist.broadcast_object(best_ap)  # only rank 0 tracks it; every rank returns it
-    return {"best_ap": best_ap, "last": last_path, "best": best_path, "metrics": metrics}
+        atomic_torch_save(_weights_only(read_checkpoint(run.last_path)), run.best_path)
+    if run.main and run.metrics:
+        print(format_metrics(run.metrics))
+    best_ap = odist.broadcast_object(run.best_ap)  # only rank 0 tracks it; every rank returns it
+    return {"best_ap": best_ap, "last": run.last_path, "best": run.best_path,
+            "metrics": run.metrics}
