@@ -549,8 +549,10 @@ def _evaluate_and_checkpoint(run: _Run, epoch: int, row: dict, images: torch.Ten
     do_eval = (cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0) \
         or (final_eval and epoch + 1 == epochs)
     if do_eval:
+        # the val set's codec: validation decodes with the object that encodes its targets
         run.metrics = run_evaluation(cfg, run.model, run.val_coco, run.val_set.records,
-                                     run.device, progress=run.bar_on, desc=f"eval {epoch + 1}")
+                                     run.device, progress=run.bar_on, desc=f"eval {epoch + 1}",
+                                     codec=run.val_set.codec)
         row.update({f"val_{k}": v for k, v in run.metrics.items()})
         if run.writer is not None:
             for k, v in run.metrics.items():
