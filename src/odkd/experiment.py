@@ -208,18 +208,14 @@ def _same_training(cfg: Config, done: dict, data_key: str, distill: bool) -> boo
     import yaml
 
     from odkd.config import upgrade_saved_config
-    from odkd.engine.train import _flatten
+    from odkd.engine.train import config_changes
 
     path = os.path.join(cfg.workdir, "config.yaml")
     if not str(done.get("key", "")).endswith(f"-{data_key}") or not os.path.exists(path):
         return False
     saved = upgrade_saved_config(yaml.safe_load(open(path)) or {}, distilled=distill)
     sections = ("data", "model", "train", "distill") if distill else ("data", "model", "train")
-    now = cfg.to_dict()
-    old = _flatten({k: saved.get(k) or {} for k in sections})
-    default = _flatten(Config().to_dict())
-    return all(old.get(k, default.get(k)) == v for k, v in _flatten({k: now[k] for k in sections}
-                                                                      ).items())
+    return not config_changes(saved, cfg, sections)
 
 
 def _train_once(cfg: Config, distill: bool, log, data_key: str = "") -> dict:

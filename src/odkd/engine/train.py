@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from odkd.config import Config, ConfigError, TrainConfig, save_config, upgrade_saved_config
 from odkd.data.dataset import build_datasets
+from odkd.distill.teachers import run_teachers
 from odkd.engine import dist as odist
 from odkd.engine.evaluate import format_metrics, run_evaluation
 from odkd.losses import joints_mse, mask_bce
@@ -245,15 +246,27 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def config_changes(saved: dict, cfg: Config, sections: tuple = ()) -> dict:
+    """``{dotted key: (saved value, cfg value)}`` for each key of ``cfg`` (only those of
+    ``sections`` when given) whose value differs from the saved config dict ``saved``."""
+    old = _flatten(saved)
+    # a key added to odkd after the config was saved had its default then
+    default = _flatten(Config().to_dict())
+    out = {}
+    for k, v in _flatten(cfg.to_dict()).items():
+        if sections and k.split(".", 1)[0] not in sections:
+            continue
+        was = old.get(k, default.get(k))
+        if was != v:
+            out[k] = (was, v)
+    return out
+
+
 def check_resume_config(saved: dict, cfg: Config, finished_epoch: int, where: str) -> None:
     """Refuse to resume the run in checkpoint ``where`` (config ``saved``, ``finished_epoch``
     epochs done) with ``cfg`` when they differ in any key outside :data:`RESUME_SAFE_KEYS`."""
-    old, new = _flatten(saved), _flatten(cfg.to_dict())
-    # a key added to odkd after the checkpoint was written had its default then
-    default = _flatten(Config().to_dict())
-    changed = [f"{k} {old.get(k, default.get(k))!r} -> {v!r}" for k, v in new.items()
-               if k not in RESUME_SAFE_KEYS and k != "train.epochs"
-               and old.get(k, default.get(k)) != v]
+    changed = [f"{k} {was!r} -> {v!r}" for k, (was, v) in config_changes(saved, cfg).items()
+               if k not in RESUME_SAFE_KEYS and k != "train.epochs"]
     allowed = (f"only train.epochs (at least {finished_epoch}, the finished epochs) and "
                f"{', '.join(RESUME_SAFE_KEYS)} may change on --resume")
     if changed:
@@ -330,8 +343,6 @@ def train_step(cfg: Config, device: torch.device, fwd, objective, teachers: dict
     none for supervised training), the loss, backward and the optimizer step. Returns the
     detached loss and the objective's logs (device tensors: read them once per log interval).
     """
-    from odkd.distill.teachers import run_teachers
-
     with autocast_ctx(cfg, device):
         out = fwd(images)
     t_out = run_teachers(teachers, images, objective.needed_teachers(step))
