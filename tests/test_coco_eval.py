@@ -3,6 +3,8 @@ import json
 import numpy as np
 import pytest
 
+from odkd.data.coco import load_coco
+from odkd.data.keypoints import COCO_KEYPOINTS
 from odkd.errors import DataError
 from odkd.eval.coco_eval import (METRIC_KEYS, evaluate_coco, evaluate_coco_detailed,
                                  rescore_and_nms)
@@ -29,7 +31,7 @@ def gt_file(tmp_path):
     data = {"images": [{"id": i, "file_name": f"{i}.jpg", "width": 640, "height": 480}
                        for i in (1, 2, 3)],
             "annotations": anns,
-            "categories": [{"id": 1, "name": "person"}]}
+            "categories": [{"id": 1, "name": "person", "keypoints": list(COCO_KEYPOINTS)}]}
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(data))
     return str(path), anns
@@ -90,6 +92,40 @@ def test_bad_inputs_raise_data_error(gt_file, tmp_path):
         evaluate_coco(str(tmp_path / "missing.json"), [])
     with pytest.raises(DataError, match="image ids"):
         evaluate_coco(path, [], img_ids=[42])
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("keypoints", ["x"] * 51, "annotation 1 field keypoints: expected numbers"),
+    ("keypoints", [1.0] * 50, "annotation 1 field keypoints: expected a list of length 51"),
+    ("bbox", [0, 0, 10], "annotation 1 field bbox"),
+    ("area", "big", "annotation 1 field area"),
+    ("image_id", 99, "annotation 1 field image_id"),
+])
+def test_evaluation_checks_the_gt_file_as_load_coco_does(gt_file, tmp_path, field, value,
+                                                          message):
+    """One set of rules for an annotation file: what load_coco refuses, COCO evaluation
+    refuses with the same one-line message (its own checks let string keypoints, a short bbox,
+    a string area and an unknown image id through to pycocotools)."""
+    path, anns = gt_file
+    data = json.loads(open(path).read())
+    data["annotations"][0][field] = value
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=message) as from_loader:
+        load_coco(str(bad), str(tmp_path), train=False, check_images=False)
+    with pytest.raises(DataError, match=message) as from_eval:
+        evaluate_coco(str(bad), [])
+    assert str(from_loader.value) == str(from_eval.value)
+
+
+def test_evaluation_needs_the_keypoint_names_as_load_coco_does(gt_file, tmp_path):
+    path, _ = gt_file
+    data = json.loads(open(path).read())
+    del data["categories"][0]["keypoints"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="no category with 'keypoints' names"):
+        evaluate_coco(str(bad), [])
 
 
 def test_rescore_and_nms():

@@ -5,9 +5,9 @@ import os
 import time
 
 
-DESCRIPTION = ("Generate SynthPose, train the primary and senior teachers, then scratch / FPD / "
-               "ODKD students (the seeds and methods of the demo config), evaluate on the val "
-               "and occluded splits and print the table.")
+DESCRIPTION = ("Generate SynthPose, train the primary and senior teachers, then the students "
+               "of the demo config (scratch and ODKD, one seed), evaluate on the val and "
+               "occluded splits and print the table.")
 
 
 def register(sub) -> None:

@@ -195,7 +195,8 @@ def _check_ids(ids: Any, k: int, field_name: str) -> list[int]:
     return [int(i) for i in ids]
 
 
-def _parse_images(data: dict, path: str, image_dir: str) -> dict[int, dict]:
+def _check_images(data: dict, path: str) -> dict[int, dict]:
+    """The ``images`` entries by id, each checked (integer id, size, file name)."""
     images: dict[int, dict] = {}
     for i, img in enumerate(data["images"]):
         where = f"{path}: images[{i}]"
@@ -213,12 +214,72 @@ def _parse_images(data: dict, path: str, image_dir: str) -> dict[int, dict]:
                             f"{_short(img.get('file_name'))}")
         if img["id"] in images:
             raise DataError(f"{where} field id: duplicate image id {img['id']}")
-        images[img["id"]] = {
-            "id": img["id"], "file_name": img["file_name"],
-            "path": os.path.abspath(os.path.join(image_dir, img["file_name"])),
-            "width": img["width"], "height": img["height"],
-        }
+        images[img["id"]] = img
     return images
+
+
+def _check_annotation(ann: Any, i: int, path: str, k: int, cat_id: int, images: dict,
+                      seen_ids: set) -> bool:
+    """Check one ``annotations`` entry; False when it belongs to another category."""
+    if not isinstance(ann, dict):
+        raise DataError(f"{path}: annotations[{i}]: expected an object, got {_short(ann)}")
+    ann_id = ann.get("id")
+    if not _is_int(ann_id):
+        raise DataError(f"{path}: annotations[{i}] field id: expected an integer, got "
+                        f"{_short(ann_id)}")
+    where = f"{path}: annotation {ann_id}"
+    if ann_id in seen_ids:
+        raise DataError(f"{where} field id: duplicate annotation id")
+    seen_ids.add(ann_id)
+    if ann.get("category_id", cat_id) != cat_id:
+        return False
+    image_id = ann.get("image_id")
+    if not _is_int(image_id) or image_id not in images:
+        raise DataError(f"{where} field image_id: {_short(image_id)} is not the id of an "
+                        "entry in images")
+    kp = ann.get("keypoints")
+    if not isinstance(kp, list) or len(kp) != 3 * k:
+        got = f"length {len(kp)}" if isinstance(kp, list) else _short(kp)
+        raise DataError(f"{where} field keypoints: expected a list of length {3 * k} "
+                        f"(3 x {k} keypoints), got {got}")
+    if not all(_is_num(v) for v in kp):
+        raise DataError(f"{where} field keypoints: expected numbers, got {_short(kp)}")
+    _check_box(ann.get("bbox"), where)
+    area = ann.get("area")
+    if area is not None and not _is_num(area):
+        raise DataError(f"{where} field area: expected a number, got {_short(area)}")
+    return True
+
+
+@dataclass
+class PersonKeypointsFile:
+    """A checked person_keypoints json: the raw ``data`` (untouched), its person category,
+    the images by id, and the person annotations (other categories left out)."""
+    data: dict
+    category: dict
+    images: dict[int, dict]
+    annotations: list[dict]
+
+
+def read_person_keypoints(ann_file: str) -> PersonKeypointsFile:
+    """Read and check a COCO person_keypoints json with the rules every reader in odkd shares
+    (``load_coco`` for training and evaluation records, ``coco_eval`` for COCOeval's ground
+    truth), so a file accepted by one is accepted by the other."""
+    data = read_json(ann_file, "annotation file")
+    if not isinstance(data, dict):
+        raise DataError(f"{ann_file}: top level must be an object with images/annotations/"
+                        f"categories, got {type(data).__name__}")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DataError(f"{ann_file}: field {key}: expected a list, got "
+                            f"{type(data.get(key)).__name__ if key in data else 'nothing'}")
+    cat = _person_category(data, ann_file)
+    k = len(cat["keypoints"])
+    images = _check_images(data, ann_file)
+    seen: set[int] = set()
+    anns = [a for i, a in enumerate(data["annotations"])
+            if _check_annotation(a, i, ann_file, k, cat["id"], images, seen)]
+    return PersonKeypointsFile(data, cat, images, anns)
 
 
 def check_image_files(paths: list[str], source: str) -> None:
@@ -244,15 +305,8 @@ def load_coco(ann_file: str, image_dir: str, *, train: bool, flip_pairs=None,
     """
     if box_rule not in BOX_RULES:
         raise ValueError(f"box_rule must be one of {BOX_RULES}, got {box_rule!r}")
-    data = read_json(ann_file, "annotation file")
-    if not isinstance(data, dict):
-        raise DataError(f"{ann_file}: top level must be an object with images/annotations/"
-                        f"categories, got {type(data).__name__}")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise DataError(f"{ann_file}: field {key}: expected a list, got "
-                            f"{type(data.get(key)).__name__ if key in data else 'nothing'}")
-    cat = _person_category(data, ann_file)
+    f = read_person_keypoints(ann_file)
+    cat = f.category
     names: list[str] = list(cat["keypoints"])
     k = len(names)
     skeleton = cat.get("skeleton") or []
@@ -262,48 +316,25 @@ def load_coco(ann_file: str, image_dir: str, *, train: bool, flip_pairs=None,
     if upper_body_ids is None:
         upper_body_ids = upper_body_ids_from_names(names)
     upper_body_ids = _check_ids(upper_body_ids, k, "data.upper_body_ids")
-    images = _parse_images(data, ann_file, image_dir)
+    images = {i: {"id": i, "file_name": img["file_name"],
+                  "path": os.path.abspath(os.path.join(image_dir, img["file_name"])),
+                  "width": img["width"], "height": img["height"]}
+              for i, img in f.images.items()}
 
     skipped: Counter[str] = Counter()
+    if len(f.annotations) < len(f.data["annotations"]):
+        skipped["other_category"] = len(f.data["annotations"]) - len(f.annotations)
     records: list[PersonRecord] = []
-    seen_ids: set[int] = set()
-    for i, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict):
-            raise DataError(f"{ann_file}: annotations[{i}]: expected an object, got {_short(ann)}")
-        ann_id = ann.get("id")
-        if not _is_int(ann_id):
-            raise DataError(f"{ann_file}: annotations[{i}] field id: expected an integer, got "
-                            f"{_short(ann_id)}")
-        where = f"{ann_file}: annotation {ann_id}"
-        if ann_id in seen_ids:
-            raise DataError(f"{where} field id: duplicate annotation id")
-        seen_ids.add(ann_id)
-        if ann.get("category_id", cat["id"]) != cat["id"]:
-            skipped["other_category"] += 1
-            continue
-        image_id = ann.get("image_id")
-        if not _is_int(image_id) or image_id not in images:
-            raise DataError(f"{where} field image_id: {_short(image_id)} is not the id of an "
-                            "entry in images")
-        img = images[image_id]
-        kp = ann.get("keypoints")
-        if not isinstance(kp, list) or len(kp) != 3 * k:
-            got = f"length {len(kp)}" if isinstance(kp, list) else _short(kp)
-            raise DataError(f"{where} field keypoints: expected a list of length {3 * k} "
-                            f"(3 x {k} keypoints), got {got}")
-        if not all(_is_num(v) for v in kp):
-            raise DataError(f"{where} field keypoints: expected numbers, got {_short(kp)}")
-        kpts = np.asarray(kp, dtype=np.float32).reshape(k, 3)
+    for ann in f.annotations:  # every field checked by read_person_keypoints
+        img = images[ann["image_id"]]
+        kpts = np.asarray(ann["keypoints"], dtype=np.float32).reshape(k, 3)
         num_kpts = int((kpts[:, 2] > 0).sum())
-        box = _check_box(ann.get("bbox"), where)
-        iscrowd = int(bool(ann.get("iscrowd", 0)))
-        if iscrowd:
+        if int(bool(ann.get("iscrowd", 0))):
             skipped["crowd"] += 1
             continue
         area = ann.get("area")
-        if area is not None and not _is_num(area):
-            raise DataError(f"{where} field area: expected a number, got {_short(area)}")
-        box, reason = clip_box(box, img["width"], img["height"], box_rule)
+        box, reason = clip_box([float(v) for v in ann["bbox"]], img["width"], img["height"],
+                               box_rule)
         if box is None:
             skipped[reason] += 1
             continue
@@ -319,9 +350,10 @@ def load_coco(ann_file: str, image_dir: str, *, train: bool, flip_pairs=None,
             continue
         seg = ann.get("segmentation") or None  # [] and {} mean "no mask"
         records.append(PersonRecord(
-            image_id=image_id, file_name=img["path"], width=img["width"], height=img["height"],
-            bbox=box, keypoints=kpts, num_keypoints=num_kpts, area=float(area),
-            segmentation=seg, ann_id=ann_id, score=1.0, iscrowd=0, source=ann_file))
+            image_id=ann["image_id"], file_name=img["path"], width=img["width"],
+            height=img["height"], bbox=box, keypoints=kpts, num_keypoints=num_kpts,
+            area=float(area), segmentation=seg, ann_id=ann["id"], score=1.0, iscrowd=0,
+            source=ann_file))
     records.sort(key=lambda r: (r.image_id, r.ann_id))
     if check_images:
         check_image_files([r.file_name for r in records], ann_file)

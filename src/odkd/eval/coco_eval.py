@@ -18,7 +18,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from odkd.data.keypoints import COCO_SIGMAS
-from odkd.data.coco import read_json
+from odkd.data.coco import read_person_keypoints
 from odkd.errors import DataError
 from odkd.eval.nms import oks_nms
 from odkd.utils import atomic_write_text
@@ -28,55 +28,28 @@ METRIC_KEYS = ("AP", "AP50", "AP75", "APm", "APl", "AR")
 _STATS_INDEX = (0, 1, 2, 3, 4, 5)
 
 
-def _load_gt(ann_file: str) -> tuple[COCO, int]:
-    """Load a person_keypoints json into a COCO object, filling fields pycocotools needs but
-    some hand-made files lack. Returns (coco, num_keypoints)."""
-    data = read_json(ann_file, "annotation file")
-    if not isinstance(data, dict):
-        raise DataError(f"{ann_file}: top level must be an object")
-    for key in ("images", "annotations"):
-        if not isinstance(data.get(key), list):
-            raise DataError(f"{ann_file}: field {key!r} missing or not a list")
+def _load_gt(ann_file: str) -> tuple[COCO, int, int]:
+    """Load a person_keypoints json into a COCO object. The file is checked by the same rules
+    as ``load_coco`` (``read_person_keypoints``); fields pycocotools needs but hand-made files
+    may lack are filled in. Returns (coco, num_keypoints, person category id)."""
+    checked = read_person_keypoints(ann_file)
+    data = checked.data
     data.setdefault("info", {})
     data.setdefault("licenses", [])
-    num_kpts = 0
-    for i, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict):
-            raise DataError(f"{ann_file}: annotations[{i}] is not an object")
-        aid = ann.get("id", f"#{i}")
-        where = f"{ann_file}: annotation id {aid}"
-        for key in ("id", "image_id"):
-            if key not in ann:
-                raise DataError(f"{where}: field {key!r} missing")
-        kp = ann.get("keypoints")
-        if not isinstance(kp, list) or len(kp) % 3 or not kp:
-            raise DataError(f"{where}: field 'keypoints' must be a non-empty list of 3K numbers")
-        if num_kpts and len(kp) // 3 != num_kpts:
-            raise DataError(f"{where}: {len(kp) // 3} keypoints, other annotations have "
-                            f"{num_kpts}")
-        num_kpts = len(kp) // 3
-        ann.setdefault("category_id", 1)
+    cat_id = checked.category["id"]
+    for ann in checked.annotations:
+        ann.setdefault("category_id", cat_id)
         ann.setdefault("iscrowd", 0)
         if "num_keypoints" not in ann:
-            ann["num_keypoints"] = int(sum(1 for v in kp[2::3] if v > 0))
+            ann["num_keypoints"] = int(sum(1 for v in ann["keypoints"][2::3] if v > 0))
         if "area" not in ann:
             # COCO's area is the segmentation area; the box area is the closest stand-in.
-            bbox = ann.get("bbox")
-            if not (isinstance(bbox, list) and len(bbox) == 4):
-                raise DataError(f"{where}: needs 'area' or 'bbox' for OKS")
-            ann["area"] = float(bbox[2]) * float(bbox[3])
-    if "categories" not in data:
-        cat_ids = sorted({a["category_id"] for a in data["annotations"]}) or [1]
-        data["categories"] = [{"id": c, "name": "person"} for c in cat_ids]
+            ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
-    if not num_kpts:
-        for cat in data["categories"]:
-            if isinstance(cat.get("keypoints"), list) and cat["keypoints"]:
-                num_kpts = len(cat["keypoints"])
-    return coco, num_kpts
+    return coco, len(checked.category["keypoints"]), cat_id
 
 
 def _normalise_results(results: Sequence[dict], num_kpts: int, gt_img_ids: set,
@@ -92,7 +65,7 @@ def _normalise_results(results: Sequence[dict], num_kpts: int, gt_img_ids: set,
                     "score": float(r["score"])}
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"results[{i}]: needs image_id, keypoints and score ({e})") from None
-        if num_kpts and kp.size != 3 * num_kpts:
+        if kp.size != 3 * num_kpts:
             raise DataError(f"results[{i}]: {kp.size} keypoint values, {ann_file} has "
                             f"{num_kpts} keypoints (expected {3 * num_kpts})")
         if item["image_id"] not in gt_img_ids:
@@ -105,15 +78,15 @@ def evaluate_coco_detailed(ann_file: str, results: Sequence[dict], out_dir: str 
                            img_ids: Sequence[int] | None = None, sigmas=None
                            ) -> tuple[dict[str, float], str]:
     """Like :func:`evaluate_coco` but also returns pycocotools' printed summary text."""
-    coco_gt, num_kpts = _load_gt(ann_file)
+    coco_gt, num_kpts, cat_id = _load_gt(ann_file)
     gt_img_ids = set(coco_gt.getImgIds())
     if sigmas is None:
-        if num_kpts not in (0, len(COCO_SIGMAS)):
+        if num_kpts != len(COCO_SIGMAS):
             raise DataError(f"{ann_file}: {num_kpts} keypoints per person; COCO OKS sigmas "
                             f"exist for {len(COCO_SIGMAS)} only, so pass sigmas")
         sigmas = COCO_SIGMAS
     sigmas = np.asarray(sigmas, dtype=np.float64)
-    if num_kpts and sigmas.shape != (num_kpts,):
+    if sigmas.shape != (num_kpts,):
         raise DataError(f"{ann_file}: {num_kpts} keypoints but {sigmas.size} OKS sigmas")
     if img_ids is not None:
         img_ids = sorted({int(i) for i in img_ids})
@@ -139,6 +112,7 @@ def evaluate_coco_detailed(ann_file: str, results: Sequence[dict], out_dir: str 
             coco_dt = coco_gt.loadRes(copy.deepcopy(res_eval))
             ev = COCOeval(coco_gt, coco_dt, "keypoints")
             ev.params.kpt_oks_sigmas = sigmas
+            ev.params.catIds = [cat_id]  # the person category only, as load_coco reads it
             if img_ids is not None:
                 ev.params.imgIds = img_ids
             ev.evaluate()
