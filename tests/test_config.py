@@ -48,6 +48,13 @@ def test_hash_depends_on_selected_sections():
     assert a.hash("train", "model") == c.hash("train", "model")
 
 
+def test_overrides_leave_the_callers_base_alone():
+    base = {"train": {"epochs": 2}, "distill": {"binarize_mode": "hard"}}
+    cfg = load_config(None, ["train.epochs=5", "distill.binarize_mode=none"], base=base)
+    assert cfg.train.epochs == 5 and cfg.distill.binarize_mode == "none"
+    assert base == {"train": {"epochs": 2}, "distill": {"binarize_mode": "hard"}}
+
+
 def test_every_shipped_config_loads():
     """Each YAML under odkd/configs parses into its typed config (experiment or training)."""
     import glob

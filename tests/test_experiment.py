@@ -102,6 +102,29 @@ def test_aggregate_mean_and_std():
     assert "20.0 ± 10.0" in results_markdown(rows, "t")
 
 
+def test_one_runs_overrides_do_not_leak_into_the_next_runs_config(tmp_path):
+    """Overrides are set in place; the experiment's shared `base` once took them on, so a
+    student's `train.max_iters_per_epoch` reached the teachers and FPD's `distill.method=fpd`
+    and `binarize_mode=none` reached every method built after it (here: odkd, reverse)."""
+    from odkd.experiment import _run_config, _student_jobs, _teacher_jobs
+
+    cfg = tmp_path / "tiny.yaml"
+    _write_cfg(cfg, tmp_path / "out", tmp_path / "data")
+    exp = load_experiment(str(cfg), ["student=[model.with_mask=true, train.max_iters_per_epoch=1]"])
+    teachers = _teacher_jobs(exp, "k")
+    jobs = {j.method: j for j in _student_jobs(exp, teachers)}
+    built = {m: _run_config(exp, j.overrides, j.workdir) for m, j in jobs.items()}
+    pt = _run_config(exp, teachers["pt"].overrides, teachers["pt"].workdir)
+    assert pt.train.max_iters_per_epoch == 2                     # the base's, not the students'
+    assert built["scratch"].train.max_iters_per_epoch == 1
+    assert built["fpd_pt"].distill.method == "fpd"
+    for m in ("odkd", "odkd_no_seg", "reverse"):
+        assert built[m].distill.method == "odkd", m
+        assert built[m].distill.binarize_mode == "hard", m      # the base's, not FPD's none
+    assert exp.base["train"] == {"batch_size": 4, "epochs": 2, "max_iters_per_epoch": 2,
+                                 "eval_every": 0}
+
+
 def test_pck_counts_labelled_keypoints_within_a_tenth_of_the_box():
     import numpy as np
 

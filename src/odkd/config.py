@@ -4,6 +4,8 @@ No global state: every entry point builds a :class:`Config` and passes it down.
 """
 from __future__ import annotations
 
+import copy
+
 import dataclasses
 import hashlib
 import json
@@ -271,7 +273,9 @@ def load_yaml(path: str) -> dict:
 
 def load_config(path: str | None = None, overrides: list[str] | tuple = (),
                 base: dict | None = None) -> Config:
-    data: dict = dict(base or {})
+    # a deep copy: overrides are set in place, and a caller's base (an experiment's shared
+    # `base`) must not take on one run's overrides for the next run
+    data: dict = copy.deepcopy(base) if base else {}
     src = path or "<defaults>"
     if path:
         data = _merge(data, load_yaml(resolve_config_path(path)))
