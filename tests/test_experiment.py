@@ -209,6 +209,13 @@ def test_differences_are_seed_by_seed_against_each_baseline_once():
     assert "| odkd − scratch | s | +20.0 / +10.0 | +15.0 ± 7.1 | 7.1 | 2/2 |" in md
     assert "| odkd − fpd_pt | s | +10.0 / -5.0 | +2.5 ± 10.6 | 7.1 | 1/2 |" in md
     assert "| fpd_pt − scratch |" in md and "scratch − fpd_pt" not in md
+    # ablation rows: against the baselines, and the full method against each of them
+    rows += [{"method": "odkd_no_seg", "student": "s", "split": "val", "seed": sd, "AP": ap}
+             for sd, ap in [(0, .25), (1, .22)]]
+    md = differences_markdown(rows)
+    assert "| odkd − odkd_no_seg | s | +5.0 / -2.0 | +1.5 ± 4.9 |" in md
+    assert "| odkd_no_seg − scratch | s | +15.0 / +12.0 |" in md
+    assert "odkd_no_seg − odkd" not in md
 
 
 def test_a_finished_run_with_an_older_key_is_reused_only_for_the_same_training(tmp_path):

@@ -552,9 +552,22 @@ def plot_ablation(rows: list[dict], path: str, metrics=("AP", "PCK")) -> None:
 BASELINES = ("scratch", "fpd_pt", "fpd_st")
 
 
+def _comparisons(methods: list) -> list:
+    """(method, baseline) pairs: every method against each baseline, each pair once (a
+    baseline only against the baselines before it: fpd - scratch), then the full method
+    against each ablation row (odkd - odkd_no_seg: positive when the removed part helps)."""
+    pairs = [(m, base) for base in BASELINES for m in methods
+             if m != base and not (m in BASELINES and BASELINES.index(m) < BASELINES.index(base))
+             and base in methods]
+    if "odkd" in methods:
+        pairs += [("odkd", m) for m in methods if m not in BASELINES and m != "odkd"]
+    return pairs
+
+
 def differences_markdown(rows: list[dict]) -> str:
-    """Seed-by-seed AP differences of every method against each baseline of the same student,
-    beside the seed spread (std over seeds) of the two methods compared."""
+    """Seed-by-seed AP differences of every method against each baseline of the same student
+    (and of ODKD against each ablation row), beside the seed spread (std over seeds) of the
+    two methods compared."""
     ap = {(r["method"], r["student"], r["split"], int(r["seed"])): float(r["AP"]) for r in rows}
     methods = list(dict.fromkeys(r["method"] for r in rows if not r["method"].startswith("teacher")))
     out = []
@@ -562,26 +575,21 @@ def differences_markdown(rows: list[dict]) -> str:
         lines = []
         for student in dict.fromkeys(r["student"] for r in rows
                                      if not r["method"].startswith("teacher")):
-            for base in BASELINES:
-                for m in methods:
-                    # each pair once: a baseline only against the baselines before it (fpd - scratch)
-                    if m == base or (m in BASELINES and BASELINES.index(m) < BASELINES.index(base)):
-                        continue
-                    seeds = sorted(sd for (mm, st, sp, sd) in ap
-                                   if (mm, st, sp) == (m, student, split)
-                                   and (base, student, split, sd) in ap)
-                    if not seeds:
-                        continue
-                    d = [ap[(m, student, split, sd)] - ap[(base, student, split, sd)]
-                         for sd in seeds]
-                    mean, sd_d = _mean_std(d)
-                    spread = max(_mean_std([ap[(x, student, split, sd)] for sd in seeds])[1]
-                                 for x in (m, base))
-                    wins = sum(v > 0 for v in d)
-                    lines.append(f"| {m} − {base} | {student} | "
-                                 + " / ".join(f"{100 * v:+.1f}" for v in d)
-                                 + f" | {100 * mean:+.1f} ± {100 * sd_d:.1f} | {100 * spread:.1f} "
-                                 f"| {wins}/{len(d)} |")
+            for m, base in _comparisons(methods):
+                seeds = sorted(sd for (mm, st, sp, sd) in ap
+                               if (mm, st, sp) == (m, student, split)
+                               and (base, student, split, sd) in ap)
+                if not seeds:
+                    continue
+                d = [ap[(m, student, split, sd)] - ap[(base, student, split, sd)] for sd in seeds]
+                mean, sd_d = _mean_std(d)
+                spread = max(_mean_std([ap[(x, student, split, sd)] for sd in seeds])[1]
+                             for x in (m, base))
+                wins = sum(v > 0 for v in d)
+                lines.append(f"| {m} − {base} | {student} | "
+                             + " / ".join(f"{100 * v:+.1f}" for v in d)
+                             + f" | {100 * mean:+.1f} ± {100 * sd_d:.1f} | {100 * spread:.1f} "
+                             f"| {wins}/{len(d)} |")
         if lines:
             out.append(f"**{split}**: AP difference (points), seed by seed\n\n"
                        "| comparison | student | per seed | mean ± std | seed spread | ahead |\n"
@@ -589,7 +597,8 @@ def differences_markdown(rows: list[dict]) -> str:
     if not out:
         return ""
     return ("#### Differences against the baselines\n\n'seed spread' is the larger std over "
-            "seeds of the two methods compared.\n\n" + "\n".join(out))
+            "seeds of the two methods compared; `odkd − X` rows compare the full method with "
+            "an ablation row X (positive: what X removes helps).\n\n" + "\n".join(out))
 
 
 def _curves(exp: ExperimentConfig) -> dict:
