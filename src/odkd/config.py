@@ -5,7 +5,6 @@ No global state: every entry point builds a :class:`Config` and passes it down.
 from __future__ import annotations
 
 import copy
-
 import dataclasses
 import hashlib
 import json

@@ -8,7 +8,8 @@ def register(sub) -> None:
                                    "student x seed, evaluate each on every split and write "
                                    "results.csv, results.md and ablation.png. Re-running "
                                    "resumes where it stopped.")
-    p.add_argument("config", help="experiment YAML (shipped: demo, ablation, converged, converged_ablation, gpu)")
+    p.add_argument("config", help="experiment YAML, or the name of a shipped one "
+                                   "('odkd configs' lists them)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides (e.g. out=DIR)")
     p.set_defaults(func=run)
 
