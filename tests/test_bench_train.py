@@ -29,6 +29,12 @@ def test_bench_prints_one_json_object(capsys):
                 "loader_img_s", "loader_decode_img_s", "device_aug_img_s"):
         assert isinstance(out[key], (int, float)) and out[key] > 0, key
     assert out["speedup"] == pytest.approx(out["optimized_img_s"] / out["naive_img_s"], rel=0.01)
+    steps = out["step_img_s"]
+    assert set(steps) == {"student_naive", "student_optimized", "kd_naive", "kd_optimized"}
+    for step in ("student", "kd"):
+        assert out["step_speedup"][step] == pytest.approx(
+            steps[f"{step}_optimized"] / steps[f"{step}_naive"], rel=0.02)
+    assert out["optimized"]["channels_last"] is True and out["optimized"]["teacher_bn_folded"]
     assert out["device"] == "cpu" and out["optimized"]["device_aug"] is True
     assert out["optimized"]["compile"] is False  # auto: only on CUDA
     assert out["teachers"] == ["litehrnet_18"]
@@ -58,10 +64,11 @@ def test_bench_and_training_run_the_same_step_function(monkeypatch, tmp_path, ca
     monkeypatch.setattr(tr, "train_step", watched)
     assert bench_train.run(_args(*TINY, "--model", "litehrnet_18",
                                  "--teachers", "litehrnet_18")) == 0
-    # naive and optimized steps (both with the teacher), then the KD and the student-only
-    # step of kd_over_student: one step each
-    kd = DistillLoss.__name__
-    assert calls == [kd, kd, kd, "SupervisedObjective"]
+    # naive and optimized steps (both with the teacher), the KD and the student-only step of
+    # kd_over_student, then the interleaved step_img_s round (student naive / optimized, KD
+    # naive / optimized): one step each
+    kd, sup = DistillLoss.__name__, "SupervisedObjective"
+    assert calls == [kd, kd, kd, sup, sup, sup, kd, kd]
     calls.clear()
     generate_split(str(tmp_path), "train", 4, seed=3, size=(96, 96), workers=1, progress=False)
     generate_split(str(tmp_path), "val", 2, seed=4, size=(96, 96), workers=1, progress=False)

@@ -37,7 +37,7 @@ def _images(n: int = 2) -> torch.Tensor:
 
 def test_frozen_teacher_is_frozen_and_stays_in_eval():
     torch.manual_seed(0)
-    teacher = FrozenTeacher(TinyPose(with_mask=True))
+    teacher = FrozenTeacher(TinyPose(with_mask=True), fold_bn=False)  # keeps its BN to watch
     assert all(not p.requires_grad for p in teacher.parameters())
     teacher.train()                                    # a training loop's blanket .train()
     assert not teacher.training and not teacher.model.body[1].training
@@ -47,6 +47,45 @@ def test_frozen_teacher_is_frozen_and_stays_in_eval():
     assert torch.equal(bn.running_mean, stats)        # eval BN: running stats untouched
     assert out["heatmaps"].dtype == torch.float32 and out["mask"].shape == (2, 1, 8, 6)
     assert all(v.grad_fn is None for v in out.values())
+
+
+def _randomise_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial running statistics and affine terms, so that a wrong fold shows."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("name", ["tiny", "litehrnet_18"])
+def test_folded_teacher_matches_the_model_in_eval_mode(name):
+    import copy
+
+    from odkd.models import build_model
+
+    torch.manual_seed(0)
+    model = TinyPose(with_mask=True) if name == "tiny" else build_model(name, K, True)
+    model = _randomise_bn(model).eval()
+    x = _images() if name == "tiny" else torch.randn(2, 3, 96, 64)
+    with torch.no_grad():
+        want = model(x)
+    teacher = FrozenTeacher(copy.deepcopy(model))
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    left = sum(isinstance(m, nn.BatchNorm2d) for m in teacher.modules())
+    assert teacher.folded_bn > 0 and left == n_bn - teacher.folded_bn
+    if name == "litehrnet_18":
+        assert left == 0      # every BN of this model follows a conv in a Sequential
+    got = teacher(x)
+    for k in want:
+        # one conv instead of conv + BN: equal up to float32 rounding
+        scale = want[k].abs().max()
+        assert torch.allclose(got[k], want[k], rtol=1e-4, atol=1e-4 * float(scale)), k
+    # a teacher built without folding keeps the model's BN layers
+    assert FrozenTeacher(copy.deepcopy(model), fold_bn=False).folded_bn == 0
 
 
 def test_distill_backward_leaves_teachers_without_gradients():

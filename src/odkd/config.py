@@ -81,7 +81,7 @@ class TrainConfig:
     max_iters_per_epoch: int = 0        # 0 = full epoch (debug knob)
     threads: int = 0                    # torch intra-op threads on CPU (0 = torch default)
     device: str = "auto"                # auto | cpu | cuda | cuda:N
-    channels_last: bool = True          # NHWC activations on CUDA (ignored on CPU)
+    channels_last: bool = True          # NHWC activations (CUDA and CPU)
     compile: bool = False               # torch.compile the student (and the teachers)
     compile_mode: str = "default"       # torch.compile mode; "reduce-overhead" adds CUDA graphs
     sync_bn: bool = True                # under DDP: BatchNorm statistics over the global batch

@@ -4,7 +4,10 @@ A teacher is an ordinary odkd model (trained by ``odkd train`` or converted from
 checkpoint) wrapped in :class:`FrozenTeacher`: eval mode for good (BatchNorm keeps its running
 statistics), no parameter requires a gradient, the forward runs under ``torch.no_grad`` and, on
 CUDA, under bf16 autocast (about twice as fast; the outputs are only regression targets, so bf16
-precision is plenty). Outputs always come back as float32.
+precision is plenty). Outputs always come back as float32. Because the statistics never change,
+every BatchNorm that directly follows a convolution inside an ``nn.Sequential`` is folded into
+that convolution once, at wrapping time (one op instead of two per layer: the teacher forward
+runs 1.3x faster on CPU with channels_last, README "CPU speed"; same outputs to ~1e-6).
 """
 from __future__ import annotations
 
@@ -17,6 +20,28 @@ from torch import nn
 from odkd.config import ConfigError, DistillConfig, TeacherConfig
 from odkd.distill.losses import teachers_in_use
 
+
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold, in place, each ``BatchNorm2d`` that directly follows a ``Conv2d`` in an
+    ``nn.Sequential`` into that conv (torch's ``fuse_conv_bn_eval``), leaving ``nn.Identity``
+    in its place; returns how many were folded. Only for models that stay in eval mode.
+    Pairs held as plain attributes (``conv1``/``bn1``, as in HRNet's blocks) are left alone:
+    which BN follows which conv is only known from ``forward``."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    n = 0
+    for seq in model.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if (type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d
+                    and bn.track_running_stats and bn.running_mean is not None):
+                seq[i] = fuse_conv_bn_eval(conv, bn)
+                seq[i + 1] = nn.Identity()
+                n += 1
+    return n
+
 TEACHER_NAMES = {"pt": "primary teacher (PT)", "st": "senior teacher (ST)"}
 
 
@@ -27,12 +52,14 @@ class FrozenTeacher(nn.Module):
     everything it holds cannot switch the teacher's BatchNorm/Dropout to training behaviour.
     """
 
-    def __init__(self, model: nn.Module, amp: bool = True) -> None:
+    def __init__(self, model: nn.Module, amp: bool = True, fold_bn: bool = True) -> None:
         super().__init__()
         self.model = model
-        self.amp = amp  # bf16 autocast on CUDA (off only for the naive baseline of bench train)
-        self.model.requires_grad_(False)
+        # amp: bf16 autocast on CUDA; both off only for the naive baseline of bench train
+        self.amp = amp
         super().train(False)
+        self.folded_bn = fold_batchnorm(model) if fold_bn else 0
+        self.model.requires_grad_(False)
 
     def train(self, mode: bool = True) -> "FrozenTeacher":
         return super().train(False)

@@ -4,10 +4,14 @@ Prints one JSON object:
 
 - ``naive_img_s``: eager fp32 (teachers too), CPU augmentation in DataLoader workers
   (TopDownDataset), NCHW.
-- ``optimized_img_s``: decode-only workers + :mod:`odkd.data.device_aug`, bf16 autocast,
-  channels_last and ``torch.compile`` (the last three on CUDA only: on CPU they slow these
-  models down or take minutes to compile, so the CPU "optimized" path is device aug only; the
-  ``optimized`` field says what was on).
+- ``optimized_img_s``: decode-only workers + :mod:`odkd.data.device_aug`, channels_last, fused
+  Adam, teachers with BatchNorm folded into their convs, and on CUDA also bf16 autocast and
+  ``torch.compile`` (on CPU bf16 and compile slow these models down or take minutes to
+  compile; the ``optimized`` field says what was on).
+- ``step_img_s``: the student step and the KD step alone (one fixed batch, no input pipeline),
+  naive and optimized *interleaved* step by step, so that a machine whose speed drifts during
+  the run (shared CPUs drift by tens of percent) moves both alike; ``step_speedup`` is their
+  ratio. This is the figure to quote for the step itself.
 - ``speedup``: optimized / naive. Both include the input pipeline and the teachers' forwards.
 - ``kd_over_student``: optimized step time with the teachers / without them (same batch).
 - ``peak_mem_mb``: peak device memory (CUDA) or peak host RSS (CPU; ``peak_mem_kind``).
@@ -102,7 +106,7 @@ class _Stepper:
     """One training step (student forward/backward + teachers), for a given set of options."""
 
     def __init__(self, cfg: Config, device: torch.device, teachers: dict, *, amp: bool,
-                 channels_last: bool, compile_: bool, compile_mode: str):
+                 channels_last: bool, compile_: bool, compile_mode: str, fused: bool):
         from odkd.distill.losses import DistillLoss
         from odkd.engine.train import SupervisedObjective, build_optimizer, maybe_compile
         from odkd.models import build_model
@@ -112,7 +116,7 @@ class _Stepper:
         model = build_model(cfg.model.name, cfg.model.num_joints, False).to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(cfg, model.parameters(), device)
+        self.optimizer = build_optimizer(cfg, model.parameters(), device, fused=fused)
         ccfg = replace(cfg, train=replace(cfg.train, compile=compile_, compile_mode=compile_mode))
         self.model = maybe_compile(model, ccfg)
         self.teachers = {}
@@ -151,6 +155,23 @@ def _time(fn, warmup: int, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / max(1, steps)
 
 
+def _paired(fns: dict, warmup: int, steps: int, device: torch.device) -> dict:
+    """Seconds per call of each of ``fns``, called in turn within every round: drift in the
+    machine's speed during the measurement falls on all of them alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    total = dict.fromkeys(fns, 0.0)
+    for _ in range(steps):
+        for name, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            total[name] += time.perf_counter() - t0
+    return {name: t / max(1, steps) for name, t in total.items()}
+
+
 def run(args) -> int:
     from odkd.data.dataset import build_datasets
     from odkd.data.device_aug import DecodedDataset, DeviceAugment, collate_decoded
@@ -187,10 +208,12 @@ def run(args) -> int:
         dec_loader = _loader(decoded, args.batch, w, device, collate_decoded)
         cpu_batches, dec_batches = _forever(cpu_loader, train_set), _forever(dec_loader, decoded)
 
-        def teachers(amp: bool) -> dict:
+        def teachers(optimized: bool) -> dict:
             keys = ["pt", "st"][:len(names)]
-            return {k: FrozenTeacher(build_model(n, cfg.model.num_joints, False), amp=amp)
-                    .to(device) for k, n in zip(keys, names)}
+            torch.manual_seed(1)  # the same random teachers for both paths
+            return {k: FrozenTeacher(build_model(n, cfg.model.num_joints, False),
+                                     amp=optimized and cuda, fold_bn=optimized).to(device)
+                    for k, n in zip(keys, names)}
 
         n = args.batch
         res: dict = {}
@@ -205,16 +228,15 @@ def run(args) -> int:
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         naive = _Stepper(cfg, device, teachers(False), amp=False, channels_last=False,
-                         compile_=False, compile_mode="default")
+                         compile_=False, compile_mode="default", fused=False)
 
         def naive_step() -> None:
             naive(*prepare_batch(next(cpu_batches), device))
 
         res["naive_img_s"] = n / _time(naive_step, args.warmup, args.steps, device)
-        del naive
 
-        opt = _Stepper(cfg, device, teachers(cuda), amp=cuda, channels_last=cuda, compile_=compile_,
-                       compile_mode=args.compile_mode)
+        opt = _Stepper(cfg, device, teachers(True), amp=cuda, channels_last=True,
+                       compile_=compile_, compile_mode=args.compile_mode, fused=None)
 
         def opt_step() -> None:
             opt(*prepare_batch(next(dec_batches), device, dev_aug))
@@ -230,6 +252,18 @@ def run(args) -> int:
             res["kd_step_ms"], res["student_step_ms"] = 1e3 * t_kd, 1e3 * t_st
         else:
             res["kd_over_student"] = None
+        images, gt = prepare_batch(fixed, device, dev_aug)
+        fns = {"student_naive": lambda: naive(images, gt, False),
+               "student_optimized": lambda: opt(images, gt, False)}
+        if names:
+            fns.update({"kd_naive": lambda: naive(images, gt, True),
+                        "kd_optimized": lambda: opt(images, gt, True)})
+        paired = _paired(fns, args.warmup, args.steps, device)
+        res["step_img_s"] = {k: round(n / t, 2) for k, t in paired.items()}
+        res["step_speedup"] = {
+            step: round(paired[f"{step}_naive"] / paired[f"{step}_optimized"], 3)
+            for step in ("student", "kd") if f"{step}_naive" in paired}
+        del naive
         if cuda:
             res["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
             res["peak_mem_kind"] = "cuda_max_allocated"
@@ -245,9 +279,10 @@ def run(args) -> int:
         "workers": args.workers,
         **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in res.items()},
         "optimized": {"device_aug": True, "amp": "bf16" if cuda else "none",
-                      "channels_last": cuda, "compile": compile_,
+                      "channels_last": True, "compile": compile_,
                       "compile_mode": args.compile_mode if compile_ else None,
-                      "fused_optimizer": cuda},
+                      "fused_optimizer": _train._fused_supported(device),
+                      "teacher_bn_folded": bool(names)},
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor()
         or platform.machine(),

@@ -11,8 +11,9 @@ Checkpoints are written atomically after every epoch; ``resume=True`` continues 
 
 Speed knobs (see README, performance): ``data.device_aug`` (crop, flip, colour jitter and
 targets batched on the device, :mod:`odkd.data.device_aug`), ``train.amp=bf16``,
-``train.channels_last`` (CUDA), ``train.compile`` (student and teachers; ``compile_mode:
-reduce-overhead`` adds CUDA graphs), fused Adam/AdamW on CUDA. Under ``torchrun`` the model is
+``train.channels_last`` (CUDA and CPU), ``train.compile`` (student and teachers;
+``compile_mode: reduce-overhead`` adds CUDA graphs), fused Adam/AdamW (CUDA; CPU from torch 2.4),
+teachers with BatchNorm folded into their convs (:mod:`odkd.distill.teachers`). Under ``torchrun`` the model is
 wrapped in DDP; ``train.batch_size`` is the *global* batch and rank ``r`` trains on the ``r``-th
 slice of every global batch, so N processes see the same batches as one process
 (:class:`GlobalBatchSampler`); BatchNorm is synchronised (``train.sync_bn``).
@@ -74,9 +75,19 @@ def lr_at(cfg: Config, epoch: int, it_global: int) -> float:
     return lr
 
 
-def build_optimizer(cfg: Config, params, device: torch.device):
+def _fused_supported(device: torch.device) -> bool:
+    # torch fuses Adam/AdamW on CPU since 2.4 (1.03x per Lite-HRNet step there, README "CPU
+    # speed"); pyproject allows older torch, which only fuses on CUDA
+    if device.type == "cuda":
+        return True
+    major, minor = (int(v) for v in torch.__version__.split(".")[:2])
+    return device.type == "cpu" and (major, minor) >= (2, 4)
+
+
+def build_optimizer(cfg: Config, params, device: torch.device, fused: bool | None = None):
+    """``train.optimizer`` over ``params``; ``fused`` None: fused where torch supports it."""
     t = cfg.train
-    fused = {"fused": True} if device.type == "cuda" else {}
+    fused = {"fused": True} if (_fused_supported(device) if fused is None else fused) else {}
     if t.optimizer == "adam":
         return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
     if t.optimizer == "adamw":
@@ -141,8 +152,9 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
 
 
 def use_channels_last(cfg: Config, device: torch.device) -> bool:
-    # CPU convolutions (oneDNN) gain nothing from NHWC for these models; CUDA tensor cores do.
-    return bool(cfg.train.channels_last) and device.type == "cuda"
+    # CUDA tensor cores want NHWC; so do oneDNN's CPU kernels on AVX-512 machines (1.14x per
+    # Lite-HRNet step on the EPYC, README "CPU speed"; about even on older AVX2 ones)
+    return bool(cfg.train.channels_last) and device.type in ("cuda", "cpu")
 
 
 def maybe_compile(module, cfg: Config):
