@@ -1,7 +1,7 @@
 """Compact held-out table from an experiment's results.csv (README "Converged ablation rows"):
 AP mean ± std per method and seed-by-seed AP differences, in points.
 
-Usage: python tools/heldout_table.py results/converged_ablation/results.csv
+Usage: python tools/heldout_table.py results/converged/results.csv
 """
 import collections
 import csv
@@ -10,9 +10,23 @@ import sys
 from odkd.experiment import _mean_std  # the experiment's own mean / sample std
 
 SPLITS = ("heldout_val", "heldout_occluded")
-ORDER = ("teacher_pt", "teacher_st", "scratch", "odkd", "odkd_no_seg", "odkd_no_bin")
-PAIRS = (("odkd", "scratch"), ("odkd_no_seg", "scratch"), ("odkd_no_bin", "scratch"),
-         ("odkd", "odkd_no_seg"), ("odkd", "odkd_no_bin"))
+# rows in this order first, then any other method in the order the CSV lists it
+ORDER = ("teacher_pt", "teacher_st", "scratch", "fpd_pt", "fpd_st", "odkd", "odkd_no_seg",
+         "odkd_no_bin", "simultaneous", "reverse")
+
+
+def methods_in(ap: dict) -> list:
+    seen = list(dict.fromkeys(m for m, _ in ap))
+    return [m for m in ORDER if m in seen] + [m for m in seen if m not in ORDER]
+
+
+def pairs_for(methods: list) -> list:
+    """Every student row against scratch, then ODKD against every other student row."""
+    students = [m for m in methods if not m.startswith("teacher_")]
+    out = [(m, "scratch") for m in students if m != "scratch" and "scratch" in students]
+    if "odkd" in students:
+        out += [("odkd", m) for m in students if m not in ("odkd", "scratch")]
+    return out
 
 
 def main(path: str) -> None:
@@ -21,14 +35,15 @@ def main(path: str) -> None:
         if r["split"] in SPLITS:
             ap[(r["method"], r["split"])][int(r["seed"])] = 100 * float(r["AP"])
     print("| method | seeds | heldout_val AP | heldout_occluded AP |\n|---|---|---|---|")
-    for m in ORDER:
+    methods = methods_in(ap)
+    for m in methods:
         if (m, SPLITS[0]) in ap:
             cells = [_mean_std(list(ap[(m, sp)].values())) for sp in SPLITS]
             print(f"| {m} | {len(ap[(m, SPLITS[0])])} | "
                   + " | ".join(f"{mean:.1f} ± {sd:.1f}" for mean, sd in cells) + " |")
     print("\n| comparison | heldout_val per seed | mean | spread | heldout_occluded per seed "
           "| mean | spread |\n|---|---|---|---|---|---|---|")
-    for a, b in PAIRS:
+    for a, b in pairs_for(methods):
         cells = []
         for sp in SPLITS:
             A, B = ap[(a, sp)], ap[(b, sp)]
