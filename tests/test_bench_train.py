@@ -82,3 +82,29 @@ def test_bench_and_training_run_the_same_step_function(monkeypatch, tmp_path, ca
         "train.epochs=2", "train.eval_every=0", "eval.batch_size=8"])
     tr.train(cfg, progress=False, final_eval=False)
     assert calls == ["SupervisedObjective"] * 4  # 2 epochs x 2 steps
+
+
+def test_bench_amp_bf16_on_cpu_runs_the_optimized_student_step_in_bf16(monkeypatch, capsys):
+    """--amp bf16: the optimized path trains under bf16 autocast on the CPU too (worth it only
+    with AMX); the naive path stays fp32. Default (auto) keeps fp32 on the CPU."""
+    from odkd.engine import train as tr
+
+    amps = []
+    real = tr.train_step
+
+    def watched(*args, **kwargs):
+        amps.append(args[0].train.amp)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tr, "train_step", watched)
+    assert bench_train.run(_args(*TINY, "--model", "litehrnet_18", "--amp", "bf16")) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["optimized"]["amp"] == "bf16"
+    # naive timing, optimized timing, then the interleaved round (naive, optimized); with no
+    # teacher there is no KD step
+    assert amps == ["none", "bf16", "none", "bf16"]
+    amps.clear()
+    assert bench_train.run(_args(*TINY, "--model", "litehrnet_18")) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["optimized"]["amp"] == "none"
+    assert set(amps) == {"none"}

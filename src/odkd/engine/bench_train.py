@@ -63,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch.compile in the optimized path (auto: on CUDA only)")
     parser.add_argument("--compile-mode", default="default",
                         help="torch.compile mode (reduce-overhead = CUDA graphs)")
+    parser.add_argument("--amp", choices=["auto", "none", "bf16"], default="auto",
+                        help="student precision in the optimized path (auto: bf16 on CUDA, "
+                             "fp32 on CPU, where bf16 pays only with AMX; teachers on CPU "
+                             "stay fp32)")
 
 
 def _sync(device: torch.device) -> None:
@@ -187,6 +191,7 @@ def run(args) -> int:
         raise OdkdError("--batch and --steps must be >= 1, --warmup >= 0")
     cuda = device.type == "cuda"
     compile_ = args.compile == "on" or (args.compile == "auto" and cuda)
+    amp = args.amp == "bf16" or (args.amp == "auto" and cuda)
     names = [n.strip() for n in args.teachers.split(",") if n.strip()]
     if len(names) > 2:
         raise OdkdError(f"--teachers {args.teachers!r}: at most two (primary, senior)")
@@ -212,7 +217,7 @@ def run(args) -> int:
             keys = ["pt", "st"][:len(names)]
             torch.manual_seed(1)  # the same random teachers for both paths
             return {k: FrozenTeacher(build_model(n, cfg.model.num_joints, False),
-                                     amp=optimized and cuda, fold_bn=optimized).to(device)
+                                     amp=optimized and amp, fold_bn=optimized).to(device)
                     for k, n in zip(keys, names)}
 
         n = args.batch
@@ -235,7 +240,7 @@ def run(args) -> int:
 
         res["naive_img_s"] = n / _time(naive_step, args.warmup, args.steps, device)
 
-        opt = _Stepper(cfg, device, teachers(True), amp=cuda, channels_last=True,
+        opt = _Stepper(cfg, device, teachers(True), amp=amp, channels_last=True,
                        compile_=compile_, compile_mode=args.compile_mode, fused=None)
 
         def opt_step() -> None:
@@ -278,7 +283,7 @@ def run(args) -> int:
         "input_size": list(args.input_size), "steps": args.steps, "warmup": args.warmup,
         "workers": args.workers,
         **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in res.items()},
-        "optimized": {"device_aug": True, "amp": "bf16" if cuda else "none",
+        "optimized": {"device_aug": True, "amp": "bf16" if amp else "none",
                       "channels_last": True, "compile": compile_,
                       "compile_mode": args.compile_mode if compile_ else None,
                       "fused_optimizer": _train._fused_supported(device),
