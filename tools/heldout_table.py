@@ -1,7 +1,13 @@
 """Compact held-out table from an experiment's results.csv (README "Converged ablation rows"):
 AP mean ± std per method and seed-by-seed AP differences, in points.
 
-Usage: python tools/heldout_table.py results/converged/results.csv
+Usage: python tools/heldout_table.py results/converged/results.csv [MORE.csv ...]
+
+Several CSVs (sittings of the same experiment, each with its own teachers) are pooled: a row's
+mean ± std runs over every (sitting, seed), and differences pair runs of the same sitting and
+seed only; the per-seed column lists the sittings in the order given, separated by ";". A run
+that a later CSV lists again (same method, seed and APs: a sitting that reused finished runs)
+is counted once, in the first CSV, and pairs only there.
 """
 import collections
 import csv
@@ -29,12 +35,34 @@ def pairs_for(methods: list) -> list:
     return out
 
 
-def main(path: str) -> None:
-    ap = collections.defaultdict(dict)  # (method, split) -> {seed: AP in points}
-    for r in csv.DictReader(open(path)):
-        if r["split"] in SPLITS:
-            ap[(r["method"], r["split"])][int(r["seed"])] = 100 * float(r["AP"])
-    print("| method | seeds | heldout_val AP | heldout_occluded AP |\n|---|---|---|---|")
+def _per_seed(keys: list, diffs: list) -> str:
+    groups: dict = {}
+    for (sitting, _), d in zip(keys, diffs):
+        groups.setdefault(sitting, []).append(f"{d:+.1f}")
+    return " ; ".join(" / ".join(g) for g in groups.values())
+
+
+def main(*paths: str) -> None:
+    ap = collections.defaultdict(dict)  # (method, split) -> {(sitting, seed): AP in points}
+    seen: dict = {}  # (method, seed, AP on each split) -> sitting that has that run
+    for i, path in enumerate(paths):
+        runs = collections.defaultdict(dict)
+        for r in csv.DictReader(open(path)):
+            if r["split"] in SPLITS:
+                runs[(r["method"], int(r["seed"]))][r["split"]] = 100 * float(r["AP"])
+        for (method, seed), by_split in runs.items():
+            ident = (method, seed, tuple(sorted(by_split.items())))
+            if ident in seen:
+                # a sitting that reused finished runs (e.g. the ablation's scratch rows) lists
+                # them again: pooled, they would count twice
+                print(f"{path}: {method} seed {seed} is the same run as in "
+                      f"{paths[seen[ident]]}; counted once", file=sys.stderr)
+                continue
+            seen[ident] = i
+            for split, v in by_split.items():
+                ap[(method, split)][(i, seed)] = v
+    print(f"| method | {'seeds' if len(paths) == 1 else 'runs'} | heldout_val AP | "
+          "heldout_occluded AP |\n|---|---|---|---|")
     methods = methods_in(ap)
     for m in methods:
         if (m, SPLITS[0]) in ap:
@@ -48,12 +76,16 @@ def main(path: str) -> None:
         for sp in SPLITS:
             A, B = ap[(a, sp)], ap[(b, sp)]
             seeds = sorted(set(A) & set(B))
+            if not seeds:
+                break
             diffs = [A[s] - B[s] for s in seeds]
             spread = max(_mean_std([X[s] for s in seeds])[1] for X in (A, B))
-            cells += [" / ".join(f"{x:+.1f}" for x in diffs),
-                      f"{_mean_std(diffs)[0]:+.1f}", f"{spread:.1f}"]
-        print(f"| {a} − {b} | " + " | ".join(cells) + " |")
+            cells += [_per_seed(seeds, diffs), f"{_mean_std(diffs)[0]:+.1f}", f"{spread:.1f}"]
+        else:
+            print(f"| {a} − {b} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if len(sys.argv) < 2:
+        sys.exit("usage: python tools/heldout_table.py RESULTS.csv [MORE.csv ...]")
+    main(*sys.argv[1:])
