@@ -85,8 +85,8 @@ def test_bench_and_training_run_the_same_step_function(monkeypatch, tmp_path, ca
 
 
 def test_bench_amp_bf16_on_cpu_runs_the_optimized_student_step_in_bf16(monkeypatch, capsys):
-    """--amp bf16: the optimized path trains under bf16 autocast on the CPU too (worth it only
-    with AMX); the naive path stays fp32. Default (auto) keeps fp32 on the CPU."""
+    """--amp bf16: the optimized path trains under bf16 autocast on the CPU too (to measure it
+    there); the naive path stays fp32. Default (auto) keeps fp32 on the CPU."""
     from odkd.engine import train as tr
 
     amps = []

@@ -13,7 +13,7 @@ import collections
 import csv
 import sys
 
-from odkd.experiment import _mean_std  # the experiment's own mean / sample std
+from odkd.experiment import _comparisons, _mean_std  # the experiment's own pairs and stats
 
 SPLITS = ("heldout_val", "heldout_occluded")
 # rows in this order first, then any other method in the order the CSV lists it
@@ -24,15 +24,6 @@ ORDER = ("teacher_pt", "teacher_st", "scratch", "fpd_pt", "fpd_st", "odkd", "odk
 def methods_in(ap: dict) -> list:
     seen = list(dict.fromkeys(m for m, _ in ap))
     return [m for m in ORDER if m in seen] + [m for m in seen if m not in ORDER]
-
-
-def pairs_for(methods: list) -> list:
-    """Every student row against scratch, then ODKD against every other student row."""
-    students = [m for m in methods if not m.startswith("teacher_")]
-    out = [(m, "scratch") for m in students if m != "scratch" and "scratch" in students]
-    if "odkd" in students:
-        out += [("odkd", m) for m in students if m not in ("odkd", "scratch")]
-    return out
 
 
 def _per_seed(keys: list, diffs: list) -> str:
@@ -71,7 +62,7 @@ def main(*paths: str) -> None:
                   + " | ".join(f"{mean:.1f} ± {sd:.1f}" for mean, sd in cells) + " |")
     print("\n| comparison | heldout_val per seed | mean | spread | heldout_occluded per seed "
           "| mean | spread |\n|---|---|---|---|---|---|---|")
-    for a, b in pairs_for(methods):
+    for a, b in _comparisons([m for m in methods if not m.startswith("teacher_")]):
         cells = []
         for sp in SPLITS:
             A, B = ap[(a, sp)], ap[(b, sp)]

@@ -65,8 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch.compile mode (reduce-overhead = CUDA graphs)")
     parser.add_argument("--amp", choices=["auto", "none", "bf16"], default="auto",
                         help="student precision in the optimized path (auto: bf16 on CUDA, "
-                             "fp32 on CPU, where bf16 pays only with AMX; teachers on CPU "
-                             "stay fp32)")
+                             "fp32 on CPU, where bf16 was slower even with AMX; teachers on "
+                             "CPU stay fp32)")
 
 
 def _sync(device: torch.device) -> None:
