@@ -244,3 +244,51 @@ def test_a_finished_run_with_an_older_key_is_reused_only_for_the_same_training(t
     with pytest.raises(ConfigError, match="different config or dataset"):
         _train_once(other, distill=True, log=print, data_key="DATA")
     assert Config().distill.method == "odkd"
+
+
+def test_a_finished_fpd_run_ignores_the_teacher_it_does_not_load(tmp_path):
+    """FPD from the PT never loads the ST: a sitting with a retrained ST reuses it (a new PT
+    does not), under the key it was saved with before (every field hashed) and today's."""
+    import yaml
+
+    from odkd.config import ConfigError, load_config
+    from odkd.experiment import _check_reusable, _run_key
+
+    def run(pt, st, method="fpd", schedule="pt_only"):
+        return load_config(None, [f"workdir={tmp_path}", f"distill.method={method}",
+                                  f"distill.schedule={schedule}", f"distill.pt.checkpoint={pt}",
+                                  f"distill.st.checkpoint={st}"])
+
+    trained = run("t/pt-a.pt", "t/st-a.pt")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(trained.to_dict()))
+    for key in (f"{trained.hash('data', 'model', 'train', 'distill')}-DATA",
+                _run_key(trained, "DATA")):
+        done = {"best": "best.pt", "key": key}
+        (tmp_path / "done.json").write_text(json.dumps(done))
+        assert _check_reusable(run("t/pt-a.pt", "t/st-b.pt"), True, "DATA") == done
+        with pytest.raises(ConfigError, match="different config or dataset"):
+            _check_reusable(run("t/pt-b.pt", "t/st-a.pt"), True, "DATA")
+    # ODKD loads both teachers: a new ST makes it another run
+    odkd = run("t/pt-a.pt", "t/st-a.pt", "odkd", "orderly")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(odkd.to_dict()))
+    (tmp_path / "done.json").write_text(json.dumps({"best": "b", "key": _run_key(odkd, "DATA")}))
+    assert _check_reusable(odkd, True, "DATA")
+    with pytest.raises(ConfigError, match="different config or dataset"):
+        _check_reusable(run("t/pt-a.pt", "t/st-b.pt", "odkd", "orderly"), True, "DATA")
+
+
+def test_a_stale_finished_run_is_refused_before_anything_trains(tmp_path):
+    """With two jobs, finished runs are skipped without reading their configs: a stale one
+    must stop the experiment at once, not after the other runs have trained for hours."""
+    from odkd.config import ConfigError
+
+    cfg = tmp_path / "tiny.yaml"
+    _write_cfg(cfg, tmp_path / "out", tmp_path / "data")
+    cfg.write_text(cfg.read_text().replace("seeds: [0]", "seeds: [0]\njobs: 2"))
+    stale = tmp_path / "out" / "runs" / "fpd_pt-litehrnet_18-s0"
+    stale.mkdir(parents=True)
+    (stale / "done.json").write_text(json.dumps({"best": "best.pt", "key": "0123456789ab-x"}))
+    with pytest.raises(ConfigError, match="fpd_pt-litehrnet_18-s0: finished with a different"):
+        run_experiment(load_experiment(str(cfg)), log=lambda s: None)
+    assert not list((tmp_path / "out").glob("teachers/*/last.pt"))
+    assert not (tmp_path / "out" / "runs" / "scratch-litehrnet_18-s0").exists()

@@ -190,15 +190,37 @@ def _done(workdir: str) -> dict | None:
     return json.load(open(p)) if os.path.exists(p) else None
 
 
+def _key_sections(distill: bool) -> tuple:
+    return ("data", "model", "train", "distill") if distill else ("data", "model", "train")
+
+
+def _unused_teachers(cfg: Config, distill: bool) -> tuple:
+    """Teachers a distilled run never loads (FPD from one teacher): their settings, e.g. the
+    other teacher's checkpoint path, do not shape what it learns."""
+    if not distill:
+        return ()
+    from odkd.distill.losses import teachers_in_use
+
+    used = teachers_in_use(cfg.distill)
+    return tuple(t for t in ("pt", "st") if t not in used)
+
+
 def _run_key(cfg: Config, data_key: str, distill: bool = True) -> str:
     """What a finished run was trained from: its config (bar the workdir) and the data spec.
 
     A teacher (``distill=False``) is trained on the ground truth alone, so ``distill.*`` is
     not part of its key: the experiment's shared ``base.distill`` may change without
     invalidating the cached teachers (their folder is named from the same three sections).
+    Nor is a teacher the run does not use: an FPD-from-PT run stays valid when the ST changes.
     """
-    sections = ("data", "model", "train", "distill") if distill else ("data", "model", "train")
-    return f"{cfg.hash(*sections)}-{data_key}"
+    import hashlib
+
+    d = cfg.to_dict()
+    d = {k: d[k] for k in _key_sections(distill)}
+    for t in _unused_teachers(cfg, distill):
+        del d["distill"][t]
+    # the same hash as Config.hash when nothing is left out, so older keys still match
+    return f"{hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]}-{data_key}"
 
 
 def _same_training(cfg: Config, done: dict, data_key: str, distill: bool) -> bool:
@@ -214,22 +236,33 @@ def _same_training(cfg: Config, done: dict, data_key: str, distill: bool) -> boo
     if not str(done.get("key", "")).endswith(f"-{data_key}") or not os.path.exists(path):
         return False
     saved = upgrade_saved_config(yaml.safe_load(open(path)) or {}, distilled=distill)
-    sections = ("data", "model", "train", "distill") if distill else ("data", "model", "train")
-    return not config_changes(saved, cfg, sections)
+    unused = tuple(f"distill.{t}." for t in _unused_teachers(cfg, distill))
+    changes = config_changes(saved, cfg, _key_sections(distill))
+    return all(k.startswith(unused) for k in changes)  # startswith(()) is False
+
+
+def _check_reusable(cfg: Config, distill: bool, data_key: str) -> dict | None:
+    """The done.json of the finished run in ``cfg.workdir`` (None when unfinished), or a
+    ConfigError when it was trained from another config or dataset."""
+    done = _done(cfg.workdir)
+    if done is None:
+        return None
+    # keys written before a key left distill.* out (teachers) or the unused teacher out (FPD)
+    key = _run_key(cfg, data_key, distill)
+    accepted = {key, f"{cfg.hash('data', 'model', 'train', 'distill')}-{data_key}"}
+    if done.get("key", key) not in accepted and not _same_training(
+            cfg, done, data_key, distill):
+        # reusing it would put a stale number in the table without a word
+        raise ConfigError(f"{cfg.workdir}: finished with a different config or dataset "
+                          f"than this experiment asks for; use another `out` or delete it")
+    return done
 
 
 def _train_once(cfg: Config, distill: bool, log, data_key: str = "") -> dict:
     """Train (or resume, or skip when done) one run; returns its done.json content."""
     key = _run_key(cfg, data_key, distill)
-    # teachers finished before the key left distill.* out carry the old key
-    accepted = {key, _run_key(cfg, data_key, True)}
-    done = _done(cfg.workdir)
+    done = _check_reusable(cfg, distill, data_key)
     if done:
-        if done.get("key", key) not in accepted and not _same_training(cfg, done, data_key,
-                                                                        distill):
-            # reusing it would put a stale number in the table without a word
-            raise ConfigError(f"{cfg.workdir}: finished with a different config or dataset "
-                              f"than this experiment asks for; use another `out` or delete it")
         return done
     from odkd.engine.distill import distill as run_distill
     from odkd.engine.train import train
@@ -435,6 +468,10 @@ def run_experiment(exp: ExperimentConfig, log=print) -> dict:
     rows: list[dict] = []
     tjobs = _teacher_jobs(exp, data_key)
     runs = _student_jobs(exp, tjobs)
+    # a finished run trained from another config is refused now, not after hours of training
+    # the others (the parallel phase skips finished runs without reading their configs)
+    for job in [tjobs["pt"], tjobs["st"], *runs]:
+        _check_reusable(_run_config(exp, job.overrides, job.workdir), job.distill, data_key)
     if exp.jobs > 1:
         # longest first: the ST, then the PT, then runs in table order as teachers finish;
         # the partial table is rewritten after each finished run
