@@ -46,6 +46,11 @@ def test_hash_depends_on_selected_sections():
     c = load_config(None, ["train.epochs=3", "eval.flip_test=false"])
     assert a.hash("train") != b.hash("train")
     assert a.hash("train", "model") == c.hash("train", "model")
+    # leave_out drops single fields: the hash no longer sees them, and nothing else changes
+    no_epochs = ("train.epochs",)
+    assert a.hash("train", leave_out=no_epochs) == b.hash("train", leave_out=no_epochs)
+    assert a.hash("train", leave_out=no_epochs) != a.hash("train")
+    assert a.hash("train", leave_out=()) == a.hash("train")
 
 
 def test_overrides_leave_the_callers_base_alone():

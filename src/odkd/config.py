@@ -146,11 +146,15 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def hash(self, *sections: str) -> str:
-        """Stable short hash of the given sections (all when none), for caching runs."""
+    def hash(self, *sections: str, leave_out: tuple = ()) -> str:
+        """Stable short hash of the given sections (all when none), for caching runs, without
+        the ``section.field`` entries of ``leave_out`` (the hash is unchanged when empty)."""
         d = self.to_dict()
         if sections:
             d = {k: d[k] for k in sections}
+        for dotted in leave_out:
+            section, name = dotted.split(".", 1)
+            del d[section][name]
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha1(blob).hexdigest()[:12]
 

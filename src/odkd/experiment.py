@@ -213,14 +213,8 @@ def _run_key(cfg: Config, data_key: str, distill: bool = True) -> str:
     invalidating the cached teachers (their folder is named from the same three sections).
     Nor is a teacher the run does not use: an FPD-from-PT run stays valid when the ST changes.
     """
-    import hashlib
-
-    d = cfg.to_dict()
-    d = {k: d[k] for k in _key_sections(distill)}
-    for t in _unused_teachers(cfg, distill):
-        del d["distill"][t]
-    # the same hash as Config.hash when nothing is left out, so older keys still match
-    return f"{hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]}-{data_key}"
+    unused = tuple(f"distill.{t}" for t in _unused_teachers(cfg, distill))
+    return f"{cfg.hash(*_key_sections(distill), leave_out=unused)}-{data_key}"
 
 
 def _same_training(cfg: Config, done: dict, data_key: str, distill: bool) -> bool:
@@ -260,7 +254,6 @@ def _check_reusable(cfg: Config, distill: bool, data_key: str) -> dict | None:
 
 def _train_once(cfg: Config, distill: bool, log, data_key: str = "") -> dict:
     """Train (or resume, or skip when done) one run; returns its done.json content."""
-    key = _run_key(cfg, data_key, distill)
     done = _check_reusable(cfg, distill, data_key)
     if done:
         return done
@@ -273,7 +266,7 @@ def _train_once(cfg: Config, distill: bool, log, data_key: str = "") -> dict:
     # every split is evaluated by _evaluate afterwards: no second pass over val here
     out = fn(cfg, resume=resume, progress=True, final_eval=False)
     done = {"best": out["best"], "train_s": round(time.time() - t0, 1),
-            "resumed": resume, "key": key}
+            "resumed": resume, "key": _run_key(cfg, data_key, distill)}
     atomic_write_text(os.path.join(cfg.workdir, "done.json"), json.dumps(done))
     return done
 
