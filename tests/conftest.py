@@ -1,3 +1,4 @@
+import importlib.util
 import os
 from pathlib import Path
 
@@ -10,6 +11,17 @@ REAL_MINI = ROOT.parent / "shared" / "data" / "real-mini"
 # at most 2 threads; OMP_NUM_THREADS, when set, wins (tests next to a long experiment run
 # at 1 thread so that neither slows the other 5-10x)
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
+
+
+@pytest.fixture
+def load_tool():
+    """Import tools/NAME.py (the tools are scripts, not a package) and return the module."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    return load
 
 
 @pytest.fixture

@@ -1,17 +1,6 @@
 """tools/heldout_table.py: held-out AP per method and seed-by-seed differences, in points."""
 import csv
-import importlib.util
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("heldout_table",
-                                                  ROOT / "tools" / "heldout_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _csv(path: Path, ap: dict) -> None:
@@ -23,7 +12,7 @@ def _csv(path: Path, ap: dict) -> None:
         w.writerow(["odkd", "litehrnet_18", "val", 0, 0.9])   # settings split: not reported
 
 
-def test_rows_and_pairs_follow_the_methods_present(tmp_path, capsys):
+def test_rows_and_pairs_follow_the_methods_present(tmp_path, capsys, load_tool):
     ap = {("odkd_tau07", "heldout_val", 0): 0.31, ("odkd_tau07", "heldout_val", 1): 0.33,
           ("odkd_tau07", "heldout_occluded", 0): 0.15, ("odkd_tau07", "heldout_occluded", 1): 0.17}
     for seed, (s, o) in enumerate([(0.30, 0.14), (0.32, 0.16)]):
@@ -34,7 +23,7 @@ def test_rows_and_pairs_follow_the_methods_present(tmp_path, capsys):
     ap[("teacher_st", "heldout_val", 0)] = 0.5
     ap[("teacher_st", "heldout_occluded", 0)] = 0.25
     _csv(tmp_path / "results.csv", ap)
-    _tool().main(str(tmp_path / "results.csv"))
+    load_tool("heldout_table").main(str(tmp_path / "results.csv"))
     out = capsys.readouterr().out.splitlines()
     rows = [line.split(" | ")[0].lstrip("| ") for line in out if line.startswith("| ")]
     # teachers first, then the fixed order, then methods the order does not know
@@ -48,7 +37,8 @@ def test_rows_and_pairs_follow_the_methods_present(tmp_path, capsys):
     assert "| teacher_st | 1 | 50.0 ± 0.0 | 25.0 ± 0.0 |" in out
 
 
-def test_sittings_pool_pair_within_a_sitting_and_count_a_reused_run_once(tmp_path, capsys):
+def test_sittings_pool_pair_within_a_sitting_and_count_a_reused_run_once(tmp_path, capsys,
+                                                                           load_tool):
     a = {("scratch", sp, s): v for s in (0, 1)
          for sp, v in (("heldout_val", 0.30 + 0.01 * s), ("heldout_occluded", 0.15))}
     a.update({("odkd", sp, s): v + 0.02 for (_, sp, s), v in a.items()})
@@ -58,7 +48,7 @@ def test_sittings_pool_pair_within_a_sitting_and_count_a_reused_run_once(tmp_pat
     b[("fpd_pt", "heldout_occluded", 0)] = 0.10
     _csv(tmp_path / "a.csv", a)
     _csv(tmp_path / "b.csv", b)
-    _tool().main(str(tmp_path / "a.csv"), str(tmp_path / "b.csv"))
+    load_tool("heldout_table").main(str(tmp_path / "a.csv"), str(tmp_path / "b.csv"))
     cap = capsys.readouterr()
     out = cap.out.splitlines()
     assert cap.err.count("counted once") == 2                      # scratch seeds 0 and 1 of b

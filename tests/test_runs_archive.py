@@ -1,18 +1,8 @@
 """tools/runs_archive.py: finished runs kept in git come back as runs the experiment skips."""
-import importlib.util
 import json
 from pathlib import Path
 
 from odkd.experiment import _finished, _Job
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("runs_archive", ROOT / "tools" / "runs_archive.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _run(d: Path, finished: bool = True) -> None:
@@ -26,8 +16,8 @@ def _run(d: Path, finished: bool = True) -> None:
         (d / "done.json").write_text(json.dumps({"best": str(d / "best.pt"), "train_s": 1.0}))
 
 
-def test_save_then_restore_gives_finished_runs(tmp_path):
-    tool = _tool()
+def test_save_then_restore_gives_finished_runs(tmp_path, load_tool):
+    tool = load_tool("runs_archive")
     out = tmp_path / "out"
     _run(out / "teachers" / "pt-x")
     _run(out / "runs" / "scratch-m-s0")

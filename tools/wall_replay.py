@@ -2,14 +2,16 @@
 distillation table", budget).
 
 Usage: python tools/wall_replay.py LOG [LOG ...] [--set NAME=MINUTES ...] [--jobs 2]
+                                  [--experiment converged_ablation]
 
 Each LOG is an `odkd experiment` log. A run's time is read from it: from the `done` line
 just before its `start` line (0 for the first runs) to its own `done` line, evaluation
 included. A later LOG overrides the runs an earlier one also timed, so times measured in
 different sittings can be combined into one projection; `--set` gives a run's time by hand
 (a run timed outside an experiment, e.g. a teacher probe). The replay schedules like
-`experiment._run_parallel`: teachers first (ST, then PT), then the students seed-major, each
-slot taking the first waiting run whose teachers are done. It prints every run's time and
+`experiment._run_parallel`, from the experiment's own job list (`--experiment`, whose
+methods must include every logged run's): teachers first (ST, then PT), then the students in
+the experiment's order, each slot taking the first waiting run whose teachers are done. It prints every run's time and
 the wall time of the whole phase; replaying one complete log must give that log's own wall
 (up to the experiment's 2-s polling), which checks the replay.
 """
@@ -18,12 +20,6 @@ import re
 
 DONE = re.compile(r"\[odkd\] done (\S+) \(([\d.]+) min into the parallel phase")
 START = re.compile(r"\[odkd\] start (\S+) ->")
-NEEDS = {"scratch": (), "fpd_pt": ("pt",), "fpd_st": ("st",)}  # any other method: both
-# the order of `methods:` in converged_ablation.yaml (the converged table lists its first four)
-METHODS = ("scratch", "fpd_pt", "fpd_st", "odkd", "odkd_no_seg", "odkd_no_bin", "simultaneous",
-           "reverse")
-
-
 def read_times(path: str) -> tuple:
     """{run name: minutes} and the runs in the order the log started them."""
     started, times, now = {}, {}, 0.0
@@ -39,29 +35,26 @@ def read_times(path: str) -> tuple:
     return times, list(started)
 
 
-def needs(name: str) -> tuple:
-    if name.startswith("teacher_"):
-        return ()
-    method = name.split("-")[0]
-    return NEEDS.get(method, ("pt", "st"))
+def experiment_jobs(name: str) -> list:
+    """(run name, teachers it waits for) in the order `odkd experiment` queues its runs."""
+    from odkd.experiment import _data_key, _student_jobs, _teacher_jobs, load_experiment
+
+    exp = load_experiment(name)
+    teachers = _teacher_jobs(exp, _data_key(exp))
+    return [(j.name, j.needs) for j in (teachers["st"], teachers["pt"],
+                                        *_student_jobs(exp, teachers))]
 
 
-def order_key(name: str) -> tuple:
-    if name.startswith("teacher_"):
-        return (0, 0 if name == "teacher_st" else 1, 0)
-    method, _student, seed = name.rsplit("-", 2)
-    rank = METHODS.index(method) if method in METHODS else len(METHODS)
-    return (1, int(seed[1:]), rank)  # seed-major, then the methods' order
-
-
-def replay(times: dict, order: list, jobs: int) -> float:
-    pending = sorted(order, key=order_key)
+def replay(times: dict, queue: list, jobs: int) -> float:
+    """Wall time of ``queue`` ((name, needs) in queue order) with ``times`` in minutes."""
+    needs = dict(queue)
+    pending = [n for n, _ in queue]
     running: dict = {}  # name -> finish time
     finished: set = set()
     now = 0.0
     while pending or running:
         while len(running) < jobs:
-            ready = [n for n in pending if all(f"teacher_{t}" in finished for t in needs(n))]
+            ready = [n for n in pending if all(f"teacher_{t}" in finished for t in needs[n])]
             if not ready:
                 break
             pending.remove(ready[0])
@@ -79,6 +72,8 @@ def main() -> None:
     ap.add_argument("logs", nargs="+")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=MINUTES")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--experiment", default="converged_ablation",
+                    help="the experiment whose job list orders the runs (default: %(default)s)")
     args = ap.parse_args()
     times, order = {}, []
     for path in args.logs:
@@ -95,10 +90,14 @@ def main() -> None:
     missing = [n for n in order if n not in times]
     if missing:
         raise SystemExit(f"wall_replay: {args.logs[-1]}: runs started but never done: {missing}")
-    for n in sorted(order, key=order_key):
+    queue = [(n, needs) for n, needs in experiment_jobs(args.experiment) if n in times]
+    unknown = sorted(set(order) - {n for n, _ in queue})
+    if unknown:
+        raise SystemExit(f"wall_replay: runs {unknown} are not in experiment {args.experiment}")
+    for n, _ in queue:
         print(f"{n:32s} {times[n]:6.1f} min")
     print(f"work {sum(times.values()):.1f} run-minutes; replayed wall with {args.jobs} jobs: "
-          f"{replay(times, order, args.jobs):.1f} min")
+          f"{replay(times, queue, args.jobs):.1f} min")
 
 
 if __name__ == "__main__":
