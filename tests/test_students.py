@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from odkd.models import build_model
-from odkd.models.litehrnet import channel_shuffle
+from odkd.models.litehrnet import channel_shuffle, shuffle_cat
 from odkd.models.simplebaseline import simplebaseline_mobilenetv2
 
 STUDENTS = ["mobilenetv2", "shufflenetv2", "litehrnet_18"]
@@ -64,6 +64,41 @@ def test_simplebaseline_crop_keeps_alignment():
 def test_channel_shuffle_interleaves():
     x = torch.arange(6.0).view(1, 6, 1, 1)
     assert channel_shuffle(x, 2).flatten().tolist() == [0, 3, 1, 4, 2, 5]
+
+
+CL = torch.channels_last
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_shuffles_keep_the_layout_and_the_values(channels_last):
+    # The channels_last paths only move data, so they must give exactly the NCHW result, and
+    # stay channels_last (an NCHW result makes the next conv copy it back: issue 13's speed).
+    x = torch.randn(2, 8, 3, 5)
+    a, b = x.chunk(2, dim=1)
+    want_shuffle = channel_shuffle(x, 2)
+    want_cat = channel_shuffle(torch.cat([a, b], dim=1), 2)
+    if channels_last:
+        x = x.contiguous(memory_format=CL)
+        a, b = x.chunk(2, dim=1)  # channel slices of a channels_last tensor: strided
+    got_shuffle, got_cat = channel_shuffle(x, 2), shuffle_cat(a, b)
+    assert torch.equal(got_shuffle, want_shuffle) and torch.equal(got_cat, want_cat)
+    for y in (got_shuffle, got_cat):
+        assert y.is_contiguous(memory_format=CL if channels_last else torch.contiguous_format)
+
+
+def test_litehrnet_convs_see_channels_last_inputs():
+    # In a channels_last Lite-HRNet every conv input is channels_last (or a channel slice of
+    # one): before the layout-keeping shuffles, 119 of 302 conv inputs per forward came in
+    # NCHW and were copied back, about 1.2x of a CPU training step (tools/step_pair.py).
+    model = build_model("litehrnet_18", 17, True).to(memory_format=CL)
+    seen = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    model(torch.randn(2, 3, 96, 64).contiguous(memory_format=CL))
+    nchw = [t.shape for t in seen
+            if t.stride(1) != 1 and t.shape[-1] * t.shape[-2] > 1]
+    assert len(seen) > 200 and nchw == []
 
 
 def test_litehrnet_pool_matches_adaptive_pool():

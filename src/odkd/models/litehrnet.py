@@ -58,7 +58,22 @@ def _dw_sep(cin: int, cout: int, stride: int = 1, relu: bool = True) -> nn.Seque
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet channel shuffle: interleave the channels of ``groups`` equal groups."""
     n, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        # Shuffle in NHWC memory and stay channels_last: the NCHW reshape below would copy a
+        # channels_last tensor into NCHW and the next conv would copy it back (same values).
+        y = x.permute(0, 2, 3, 1).reshape(n, h, w, groups, c // groups).transpose(3, 4)
+        return y.reshape(n, h, w, c).permute(0, 3, 1, 2)
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+def shuffle_cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``channel_shuffle(torch.cat([a, b], dim=1), 2)`` in one copy: channels a0, b0, a1, b1..."""
+    n, c, h, w = a.shape
+    if a.stride(1) == 1 and h * w > 1:
+        # channels_last (or a channel slice of one): interleave along NHWC's innermost dim
+        y = torch.stack([a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1)], dim=4)
+        return y.reshape(n, h, w, 2 * c).permute(0, 3, 1, 2)
+    return torch.stack([a, b], dim=2).reshape(n, 2 * c, h, w)
 
 
 class Stem(nn.Module):
@@ -83,7 +98,7 @@ class Stem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         a, b = x.chunk(2, dim=1)
-        return channel_shuffle(torch.cat([self.branch_a(a), self.branch_b(b)], dim=1), 2)
+        return shuffle_cat(self.branch_a(a), self.branch_b(b))
 
 
 def _pool_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -147,7 +162,7 @@ class ConditionalChannelWeighting(nn.Module):
         keep, work = zip(*(x.chunk(2, dim=1) for x in xs))
         work = self.cross(list(work))
         work = [sw(dw(w)) for w, dw, sw in zip(work, self.depthwise, self.spatial)]
-        return [channel_shuffle(torch.cat([k, w], dim=1), 2) for k, w in zip(keep, work)]
+        return [shuffle_cat(k, w) for k, w in zip(keep, work)]
 
 
 class Fuse(nn.Module):
