@@ -1,6 +1,12 @@
 """`odkd experiment` end to end on a tiny config: teachers, students, tables, resume."""
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -292,3 +298,78 @@ def test_a_stale_finished_run_is_refused_before_anything_trains(tmp_path):
         run_experiment(load_experiment(str(cfg)), log=lambda s: None)
     assert not list((tmp_path / "out").glob("teachers/*/last.pt"))
     assert not (tmp_path / "out" / "runs" / "scratch-litehrnet_18-s0").exists()
+
+
+# --- the parallel phase stops its runs however the experiment ends ---------------------------
+
+_DRIVER = '''
+import os, sys, time, types
+from odkd.experiment import _Job, _run_parallel
+
+def run_forever(exp, job, data_key, splits):
+    # stands in for a training run: announce the pid, then never finish
+    with open(os.path.join(job.workdir, "pid"), "w") as f:
+        f.write(str(os.getpid()))
+    while True:
+        time.sleep(0.1)
+
+if __name__ == "__main__":
+    root = sys.argv[1]
+    jobs = []
+    for name in ("a", "b"):
+        os.makedirs(os.path.join(root, name))
+        jobs.append(_Job(name, [], os.path.join(root, name), distill=False))
+    _run_parallel(types.SimpleNamespace(jobs=2), jobs, "key", {}, log=print,
+                  target=run_forever, poll_s=0.2)
+'''
+
+
+def _alive(pid: int) -> bool:
+    """A zombie (exited, not yet reaped by whoever adopted it) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait(cond, limit_s: float = 120.0) -> bool:
+    # a bounded wait for an event, not a timing check: the limit only stops a hung test
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return cond()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux only)")
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_runs_stop_when_the_experiment_is_killed(tmp_path, sig):
+    """Killing a parallel experiment once left both runs training on as orphans: SIGTERM now
+    stops them and exits 143; after SIGKILL (no clean-up possible) each run notices that its
+    parent is gone and exits."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(_DRIVER)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen([sys.executable, str(driver), str(tmp_path / "runs")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pid_files = [tmp_path / "runs" / n / "pid" for n in ("a", "b")]
+    try:
+        started = lambda: all(p.exists() and p.read_text() for p in pid_files)  # noqa: E731
+        _wait(lambda: started() or proc.poll() is not None)
+        assert started(), f"the two runs never started: {proc.communicate()[0]}"
+        pids = [int(p.read_text()) for p in pid_files]
+        assert all(_alive(p) for p in pids)
+        proc.send_signal(getattr(signal, sig))
+        out, _ = proc.communicate(timeout=120)
+        if sig == "SIGTERM":
+            assert proc.returncode == 143, out
+            assert "terminated: stopping 2 running run(s)" in out
+        assert _wait(lambda: not any(_alive(p) for p in pids)), f"runs left running: {pids}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in pid_files:
+            if p.exists() and p.read_text() and _alive(int(p.read_text())):
+                os.kill(int(p.read_text()), signal.SIGKILL)
