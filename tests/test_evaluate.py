@@ -69,16 +69,18 @@ def test_images_without_boxes_count_as_misses(real_mini, tmp_path):
 # ---------------------------------------------------------------------------------- eval.amp
 
 class _DtypeProbe(nn.Module):
-    """Records the dtype its conv computes in; heatmaps from a fixed conv."""
+    """Records the dtype its conv computes in; heatmaps from a fixed conv. ``seen`` is a class
+    attribute: evaluation runs an eval copy of the model (odkd.models.fold.inference_copy)."""
+    seen: set = set()
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 17, 4, stride=4)
-        self.seen = set()
+        _DtypeProbe.seen = set()
 
     def forward(self, x):
         y = self.conv(x)
-        self.seen.add(y.dtype)
+        _DtypeProbe.seen.add(y.dtype)
         return {"heatmaps": y}
 
 
@@ -91,7 +93,25 @@ def test_eval_amp_not_train_amp(real_mini, eval_amp, expected):
     model = _DtypeProbe()
     with torch.inference_mode():
         run_evaluation(cfg, model, coco, records[:2], torch.device("cpu"), progress=False)
-    assert model.seen == {expected}
+    assert _DtypeProbe.seen == {expected}
+
+
+def test_evaluation_leaves_a_training_model_as_it_was(real_mini):
+    # Scoring runs a folded channels_last copy; the model being trained keeps its mode, its
+    # BatchNorm layers and its weights (a fold in place would break the next training step).
+    from odkd.models import build_model
+
+    coco_dir = real_mini / "coco"
+    cfg = _cfg(flip_test=True)
+    coco, records = build_eval_records(cfg, str(coco_dir / "test_coco.json"), str(coco_dir), "gt")
+    torch.manual_seed(0)
+    model = build_model("litehrnet_18", 17, True).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    run_evaluation(cfg, model, coco, records[:2], torch.device("cpu"), progress=False)
+    assert model.training and n_bn == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_bad_eval_settings_are_config_errors(real_mini):

@@ -101,6 +101,44 @@ def test_litehrnet_convs_see_channels_last_inputs():
     assert len(seen) > 200 and nchw == []
 
 
+@pytest.mark.parametrize("shape", [(3, 40, 12, 8), (3, 20, 1, 1), (2, 16, 5, 7)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_pointwise_matmul_path_equals_the_conv(shape, bias):
+    # Lite-HRNet's 1x1 convs run as a matmul on channels_last CPU inputs (issue 13's speed):
+    # same values and gradients as the conv, output stays channels_last, state_dict unchanged.
+    from odkd.models.litehrnet import Pointwise
+
+    torch.manual_seed(0)
+    pw = Pointwise(shape[1], 24, bias=bias)
+    conv = torch.nn.Conv2d(shape[1], 24, 1, bias=bias)
+    assert list(pw.state_dict()) == list(conv.state_dict())
+    conv.load_state_dict(pw.state_dict())
+    x = torch.randn(shape)
+    xc = x.clone().contiguous(memory_format=CL).requires_grad_()
+    xr = x.clone().requires_grad_()
+    got, want = pw(xc), conv(xr)
+    assert got.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(want)
+    got.backward(g)
+    want.backward(g)
+    torch.testing.assert_close(xc.grad, xr.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pw.weight.grad, conv.weight.grad, rtol=1e-4, atol=1e-4)
+    if bias:
+        torch.testing.assert_close(pw.bias.grad, conv.bias.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_litehrnet_1x1_convs_are_pointwise():
+    # Every stride-1 ungrouped 1x1 conv takes the matmul path; the rest stay plain convs.
+    from odkd.models.litehrnet import Pointwise
+
+    convs = [m for m in build_model("litehrnet_18", 17, True).modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    plain_1x1 = [m for m in convs if not isinstance(m, Pointwise)
+                 and m.kernel_size == (1, 1) and m.groups == 1 and m.stride == (1, 1)]
+    assert sum(isinstance(m, Pointwise) for m in convs) > 150 and plain_1x1 == []
+
+
 def test_litehrnet_pool_matches_adaptive_pool():
     import torch.nn.functional as F
 

@@ -19,28 +19,8 @@ from torch import nn
 
 from odkd.config import ConfigError, DistillConfig, TeacherConfig
 from odkd.distill.losses import teachers_in_use
+from odkd.models.fold import fold_batchnorm
 
-
-def fold_batchnorm(model: nn.Module) -> int:
-    """Fold, in place, each ``BatchNorm2d`` that directly follows a ``Conv2d`` in an
-    ``nn.Sequential`` into that conv (torch's ``fuse_conv_bn_eval``), leaving ``nn.Identity``
-    in its place; returns how many were folded. Only for models that stay in eval mode.
-    Pairs held as plain attributes (``conv1``/``bn1``, as in HRNet's blocks) are left alone:
-    which BN follows which conv is only known from ``forward``."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    n = 0
-    for seq in model.modules():
-        if not isinstance(seq, nn.Sequential):
-            continue
-        for i in range(len(seq) - 1):
-            conv, bn = seq[i], seq[i + 1]
-            if (type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d
-                    and bn.track_running_stats and bn.running_mean is not None):
-                seq[i] = fuse_conv_bn_eval(conv, bn)
-                seq[i + 1] = nn.Identity()
-                n += 1
-    return n
 
 TEACHER_NAMES = {"pt": "primary teacher (PT)", "st": "senior teacher (ST)"}
 
