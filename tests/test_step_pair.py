@@ -27,11 +27,11 @@ def test_old_file_loads_and_both_sides_are_timed(tmp_path, load_tool, monkeypatc
     old_model = old.litehrnet_18(17, True)
     old_model.load_state_dict(new_model.state_dict())  # same architecture, same keys
     out = tmp_path / "pair.json"
-    assert tool.main(["--against", "HEAD", "--steps", "1", "--batch", "2",
+    assert tool.main(["--against", "HEAD", "--steps", "1", "--batch", "2", "--eval-batch", "3",
                       "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert [r["step"] for r in report["rows"]] == ["student step", "KD step",
-                                                    "teacher forward"]
+                                                    "teacher forward", "eval forward x3"]
     for r in report["rows"]:
         assert r["old_img_s"] > 0 and r["new_img_s"] > 0
 

@@ -27,6 +27,7 @@ from odkd.deploy.spec import PoseSpec
 from odkd.deploy.visualize import draw_pose, paste_mask, write_image
 from odkd.errors import DataError, OdkdError
 from odkd.eval.coco_eval import rescore_and_nms
+from odkd.models.fold import scoring_model
 from odkd.utils import atomic_write_text
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -59,6 +60,9 @@ class TopDownPredictor:
         if batch_size < 1:
             raise OdkdError(f"batch size must be >= 1, got {batch_size}")
         self.model, self.spec, self.device = model, spec, device
+        # what forward runs: a BN-folded (channels_last) copy made now, as evaluation scores,
+        # so both give the same numbers for the same crops (odkd.models.fold.scoring_model)
+        self._net, self._channels_last = scoring_model(model, device)
         self.batch_size = batch_size
         self.flip_test, self.padding = flip_test, padding
         self.codec = codec or HeatmapCodec.from_spec(spec)
@@ -76,7 +80,9 @@ class TopDownPredictor:
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(heatmaps, mask logits or None) on the CPU, flip-averaged as in evaluation."""
-        heat, mask = predict_heatmaps(self.model, images, self.codec, self.spec.flip_pairs,
+        if self._channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        heat, mask = predict_heatmaps(self._net, images, self.codec, self.spec.flip_pairs,
                                       self.flip_test)
         return heat.cpu(), (mask.cpu() if mask is not None else None)
 

@@ -24,7 +24,7 @@ from odkd.data.dataset import TopDownDataset
 from odkd.engine import dist as odist
 from odkd.errors import DataError, OdkdError
 from odkd.eval.coco_eval import evaluate_coco, rescore_and_nms, write_metrics
-from odkd.models.fold import inference_copy
+from odkd.models.fold import scoring_model
 
 
 PCK_THR = 0.1
@@ -124,13 +124,11 @@ def run_evaluation(cfg: Config, model, coco: CocoPoseSet, records: list[PersonRe
     loader = DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False,
                         num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
     # torch models are scored through an eval copy with BatchNorm folded, in channels_last
-    # where training uses it (1.45x a CPU flip-test forward; odkd.models.fold); the model
-    # itself, possibly mid-training, is left as it is. ONNX Runtime models run as they are.
-    channels_last = bool(cfg.train.channels_last) and device.type in ("cpu", "cuda")
-    if isinstance(model, torch.nn.Module):
-        model = inference_copy(model, channels_last)
-    else:
-        channels_last = False
+    # (1.45x a CPU flip-test forward; odkd.models.fold, the rule inference uses too); the
+    # model itself, possibly mid-training, is left as it is.
+    channels_last = False
+    if model is not None:
+        model, channels_last = scoring_model(model, device)
     kpts, box_scores, areas, image_ids, pck_hits = [], [], [], [], []
     it = tqdm(loader, desc=desc, disable=not (progress and rank == 0), leave=False)
     for batch in it:

@@ -48,3 +48,15 @@ def inference_copy(model: nn.Module, channels_last: bool) -> nn.Module:
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     return net
+
+
+def scoring_model(model, device) -> tuple[object, bool]:
+    """(the network that evaluation and inference run, whether its inputs go channels_last).
+
+    One rule for both, so ``odkd eval`` and ``odkd infer`` give the same numbers for the same
+    crops: a torch module is scored through :func:`inference_copy`, channels_last on CPU and
+    CUDA; anything else (an ONNX Runtime model) runs as it is, on NCHW inputs."""
+    if not isinstance(model, nn.Module):
+        return model, False
+    channels_last = torch.device(device).type in ("cpu", "cuda")
+    return inference_copy(model, channels_last), channels_last
