@@ -10,6 +10,7 @@ that a later CSV lists again (same method, seed and APs: a sitting that reused f
 is counted once, in the first CSV, and pairs only there.
 """
 import collections
+import os
 import csv
 import sys
 
@@ -76,7 +77,15 @@ def main(*paths: str) -> None:
             print(f"| {a} − {b} | " + " | ".join(cells) + " |")
 
 
+USAGE = "usage: python tools/heldout_table.py RESULTS.csv [MORE.csv ...]"
+
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit("usage: python tools/heldout_table.py RESULTS.csv [MORE.csv ...]")
-    main(*sys.argv[1:])
+    args = sys.argv[1:]
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__ if args else USAGE)
+        sys.exit(0 if args else 2)
+    missing = [p for p in args if not os.path.isfile(p)]
+    if missing:
+        sys.exit(f"heldout_table: {missing[0]}: no such file (expected an experiment's "
+                 "results.csv)")
+    main(*args)

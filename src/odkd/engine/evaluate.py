@@ -124,7 +124,7 @@ def run_evaluation(cfg: Config, model, coco: CocoPoseSet, records: list[PersonRe
     loader = DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False,
                         num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
     # torch models are scored through an eval copy with BatchNorm folded, in channels_last
-    # (1.45x a CPU flip-test forward; odkd.models.fold, the rule inference uses too); the
+    # (1.6x a CPU flip-test forward; odkd.models.fold, the rule inference uses too); the
     # model itself, possibly mid-training, is left as it is.
     channels_last = False
     if model is not None:
