@@ -10,8 +10,8 @@ that a later CSV lists again (same method, seed and APs: a sitting that reused f
 is counted once, in the first CSV, and pairs only there.
 """
 import collections
-import os
 import csv
+import os
 import sys
 
 from odkd.experiment import _comparisons, _mean_std  # the experiment's own pairs and stats
