@@ -1,4 +1,6 @@
 """Command-line parsing (odkd.cli)."""
+import os
+
 import pytest
 
 from odkd.cli import parse_args
@@ -95,3 +97,35 @@ def test_unreadable_image_in_a_worker_is_one_line(tmp_path, capsys):
     assert rc == 2
     assert _one_error_line(capsys) == f"odkd train: error: {bad}: cannot read image (missing, " \
                                       "unreadable or not an image file)"
+
+
+@pytest.mark.slow
+def test_demo_lists_only_the_files_it_wrote(tmp_path, capsys):
+    """`odkd demo` ends with the list of its files; a config whose runs log no val AP during
+    training (the shipped demo's) writes no curves.png, so it must not list one."""
+    from odkd.cli import main
+
+    cfg = tmp_path / "tiny_demo.yaml"
+    cfg.write_text("""
+name: tiny_demo
+synth: {size: [96, 96], seed: 1, train: 6, val: 2, occluded: 2, difficulty: easy}
+base:
+  data: {input_size: [48, 64], workers: 0, cache_images: true}
+  train: {batch_size: 4, epochs: 1, max_iters_per_epoch: 2, eval_every: 0}
+  eval: {batch_size: 16}
+pt: [model.name=litehrnet_18, model.with_mask=false]
+st: [model.name=litehrnet_18, model.with_mask=true]
+student: [model.with_mask=true]
+students: [litehrnet_18]
+methods: [scratch]
+seeds: [0]
+jobs: 1
+""")
+    out = tmp_path / "demo_out"
+    assert main(["demo", "--out", str(out), "--config", str(cfg)]) == 0
+    listed = capsys.readouterr().out.split("Files:")[-1].split()
+    files = [p for p in listed if p.startswith(str(out)) and not p.endswith("/")]
+    assert str(out / "results.csv") in files and str(out / "results.md") in files
+    assert not (out / "curves.png").exists() and str(out / "curves.png") not in files
+    for p in files:
+        assert os.path.exists(p), p

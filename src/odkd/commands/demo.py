@@ -32,8 +32,10 @@ def run(args) -> int:
           f"{torch.get_num_threads()} threads)")
     run_experiment(exp)
     print(f"\n[odkd] demo finished in {(time.time() - t0) / 60:.1f} min. Files:")
+    # curves.png exists only when the runs log val AP during training (the demo's do not)
     for f in ("results.md", "results.csv", "ablation.png", "curves.png"):
-        print(f"  {os.path.join(out, f)}")
+        if os.path.exists(os.path.join(out, f)):
+            print(f"  {os.path.join(out, f)}")
     print(f"  {os.path.join(out, 'teachers')}/  (teacher checkpoints)")
     print(f"  {os.path.join(out, 'runs')}/      (one folder per method/student/seed)")
     return 0
