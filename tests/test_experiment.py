@@ -199,6 +199,8 @@ jobs: 2
     md = (out / "results.md").read_text()
     assert "| odkd − scratch | litehrnet_18 |" in md and "Plateau check" in md
     assert (out / "curves.png").stat().st_size > 1000
+    assert res["files"] == [str(out / f) for f in ("results.csv", "results.md", "ablation.png",
+                                                    "curves.png")]
     assert (out / "runs" / "odkd-litehrnet_18-s0" / "train.log").stat().st_size > 0
     # a second call finds everything finished: same rows, nothing retrained
     res2 = run_experiment(load_experiment(str(cfg)), log=lambda s: None)

@@ -81,9 +81,12 @@ USAGE = "usage: python tools/heldout_table.py RESULTS.csv [MORE.csv ...]"
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if not args or args[0] in ("-h", "--help"):
-        print(__doc__ if args else USAGE)
-        sys.exit(0 if args else 2)
+    if not args:
+        print(USAGE)
+        sys.exit(2)
+    if args[0] in ("-h", "--help"):
+        print(__doc__)
+        sys.exit(0)
     missing = [p for p in args if not os.path.isfile(p)]
     if missing:
         sys.exit(f"heldout_table: {missing[0]}: no such file (expected an experiment's "

@@ -545,11 +545,11 @@ def run_experiment(exp: ExperimentConfig, log=print) -> dict:
         rows += _job_rows(cfg, job, done, _evaluate(cfg, done["best"], splits, job.workdir))
         if not job.method.startswith("teacher_"):
             write_results(exp, rows, time.time() - t_start)  # partial tables as we go
-    table = write_results(exp, rows, time.time() - t_start)
+    table, files = write_results(exp, rows, time.time() - t_start)
     log(table)
-    log(f"[odkd] results: {os.path.join(exp.out, 'results.csv')}, results.md, ablation.png "
+    log(f"[odkd] results: {files[0]}, {', '.join(os.path.basename(f) for f in files[1:])} "
         f"({(time.time() - t_start) / 60:.1f} min)")
-    return {"rows": rows, "table": table}
+    return {"rows": rows, "table": table, "files": files}
 
 
 def _mean_std(vals: list[float]) -> tuple[float, float]:
@@ -760,19 +760,24 @@ def plot_curves(curves: dict, path: str) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def write_results(exp: ExperimentConfig, rows: list[dict], wall_s: float) -> str:
+def write_results(exp: ExperimentConfig, rows: list[dict], wall_s: float) -> tuple[str, list]:
+    """Write results.csv and results.md, and the plots there is data for; returns the markdown
+    table and the paths written, in that order (callers list them, never guess them)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
     w.writeheader()
     for r in rows:
         w.writerow({k: r.get(k, "") for k in CSV_COLUMNS})
-    atomic_write_text(os.path.join(exp.out, "results.csv"), buf.getvalue())
+    files = [os.path.join(exp.out, f) for f in ("results.csv", "results.md")]
+    atomic_write_text(files[0], buf.getvalue())
     table = results_markdown(rows, f"odkd experiment `{exp.name}`", wall_s)
     curves = _curves(exp)
     extra = "\n".join(x for x in (differences_markdown(rows), plateau_markdown(curves)) if x)
-    atomic_write_text(os.path.join(exp.out, "results.md"), table + ("\n" + extra if extra else ""))
+    atomic_write_text(files[1], table + ("\n" + extra if extra else ""))
     if rows:
-        plot_ablation(rows, os.path.join(exp.out, "ablation.png"))
+        files.append(os.path.join(exp.out, "ablation.png"))
+        plot_ablation(rows, files[-1])
     if curves:
-        plot_curves(curves, os.path.join(exp.out, "curves.png"))
-    return table
+        files.append(os.path.join(exp.out, "curves.png"))
+        plot_curves(curves, files[-1])
+    return table, files

@@ -30,12 +30,10 @@ def run(args) -> int:
                                         *args.overrides])
     print(f"[odkd] demo: {exp.name} -> {out} (torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads)")
-    run_experiment(exp)
+    res = run_experiment(exp)
     print(f"\n[odkd] demo finished in {(time.time() - t0) / 60:.1f} min. Files:")
-    # curves.png exists only when the runs log val AP during training (the demo's do not)
-    for f in ("results.md", "results.csv", "ablation.png", "curves.png"):
-        if os.path.exists(os.path.join(out, f)):
-            print(f"  {os.path.join(out, f)}")
+    for f in res["files"]:  # what the experiment wrote: no curves.png without val AP logs
+        print(f"  {f}")
     print(f"  {os.path.join(out, 'teachers')}/  (teacher checkpoints)")
     print(f"  {os.path.join(out, 'runs')}/      (one folder per method/student/seed)")
     return 0
