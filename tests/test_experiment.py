@@ -224,6 +224,11 @@ def test_differences_are_seed_by_seed_against_each_baseline_once():
     assert "| odkd − odkd_no_seg | s | +5.0 / -2.0 | +1.5 ± 4.9 |" in md
     assert "| odkd_no_seg − scratch | s | +15.0 / +12.0 |" in md
     assert "odkd_no_seg − odkd" not in md
+    # ahead counts what the table prints: +0.04 points shows as +0.0, a tie, not a win
+    rows += [{"method": "fpd_st", "student": "s", "split": "val", "seed": sd, "AP": ap}
+             for sd, ap in [(0, .1004), (1, .11)]]
+    md = differences_markdown(rows)
+    assert "| fpd_st − scratch | s | +0.0 / +1.0 | +0.5 ± 0.7 | 0.7 | 1/2 |" in md
 
 
 def test_a_finished_run_with_an_older_key_is_reused_only_for_the_same_training(tmp_path):

@@ -30,10 +30,14 @@ def test_rows_and_pairs_follow_the_methods_present(tmp_path, capsys, load_tool):
     assert rows[1:5] == ["teacher_st", "scratch", "odkd", "odkd_tau07"]
     assert rows[6:] == ["odkd − scratch", "odkd_tau07 − scratch", "odkd − odkd_tau07"]
     odkd_scratch = next(x for x in out if x.startswith("| odkd − scratch"))
-    # per seed +2.0 / +3.0 points, mean +2.5; spread = the larger seed std of the two rows
-    # (odkd 32 and 35: 2.1; on occluded both rows 1.4)
-    assert "+2.0 / +3.0 | +2.5 | 2.1" in odkd_scratch
-    assert "+1.0 / +1.0 | +1.0 | 1.4" in odkd_scratch
+    # per seed +2.0 / +3.0 points, mean +2.5 ± 0.7; spread = the larger seed std of the two
+    # rows (odkd 32 and 35: 2.1; on occluded both rows 1.4); ahead on both seeds
+    assert "+2.0 / +3.0 | +2.5 ± 0.7 | 2.1 | 2/2" in odkd_scratch
+    assert "+1.0 / +1.0 | +1.0 ± 0.0 | 1.4 | 2/2" in odkd_scratch
+    # a tie is not ahead: odkd and odkd_tau07 score the same on occluded
+    odkd_tau = next(x for x in out if x.startswith("| odkd − odkd_tau07"))
+    assert "+1.0 / +2.0 | +1.5 ± 0.7 | 2.1 | 2/2" in odkd_tau
+    assert "+0.0 / +0.0 | +0.0 ± 0.0 | 1.4 | 0/2" in odkd_tau
     assert "| teacher_st | 1 | 50.0 ± 0.0 | 25.0 ± 0.0 |" in out
 
 
@@ -55,7 +59,7 @@ def test_sittings_pool_pair_within_a_sitting_and_count_a_reused_run_once(tmp_pat
     assert "| scratch | 2 | 30.5 ± 0.7 | 15.0 ± 0.0 |" in out
     assert any(x.startswith("| odkd | 4 |") for x in out)          # 2 sittings x 2 seeds
     # the second sitting's ODKD has no scratch of its own left: odkd − scratch pairs sitting 1
-    assert "| odkd − scratch | +2.0 / +2.0 | +2.0 |" in "\n".join(out)
+    assert "| odkd − scratch | +2.0 / +2.0 | +2.0 ± 0.0 |" in "\n".join(out)
     # fpd_pt exists only in sitting 2, where no scratch is left: no difference row for it
     assert not any(x.startswith("| fpd_pt − scratch") for x in out)
-    assert "| odkd − fpd_pt | +11.0 | +11.0 |" in "\n".join(out)
+    assert "| odkd − fpd_pt | +11.0 | +11.0 ± 0.0 | 0.0 | 1/1 |" in "\n".join(out)

@@ -1,5 +1,7 @@
 """Compact held-out table from an experiment's results.csv (README "Converged ablation rows"):
-AP mean ± std per method and seed-by-seed AP differences, in points.
+AP mean ± std per method and seed-by-seed AP differences, in points: their mean ± std, the
+seed spread (the larger std over seeds of the two methods) and on how many seeds the first
+method is ahead.
 
 Usage: python tools/heldout_table.py results/converged/results.csv [MORE.csv ...]
 
@@ -14,12 +16,12 @@ import csv
 import os
 import sys
 
-from odkd.experiment import _comparisons, _mean_std  # the experiment's own pairs and stats
+from odkd.experiment import _comparisons, _mean_std, ahead  # the experiment's pairs and stats
 
 SPLITS = ("heldout_val", "heldout_occluded")
 # rows in this order first, then any other method in the order the CSV lists it
 ORDER = ("teacher_pt", "teacher_st", "scratch", "fpd_pt", "fpd_st", "odkd", "odkd_no_seg",
-         "odkd_no_bin", "simultaneous", "reverse")
+         "odkd_no_bin", "simultaneous", "reverse", "pt_only", "st_only")
 
 
 def methods_in(ap: dict) -> list:
@@ -61,8 +63,9 @@ def main(*paths: str) -> None:
             cells = [_mean_std(list(ap[(m, sp)].values())) for sp in SPLITS]
             print(f"| {m} | {len(ap[(m, SPLITS[0])])} | "
                   + " | ".join(f"{mean:.1f} ± {sd:.1f}" for mean, sd in cells) + " |")
-    print("\n| comparison | heldout_val per seed | mean | spread | heldout_occluded per seed "
-          "| mean | spread |\n|---|---|---|---|---|---|---|")
+    print("\n| comparison | heldout_val per seed | mean ± std | spread | ahead "
+          "| heldout_occluded per seed | mean ± std | spread | ahead |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for a, b in _comparisons([m for m in methods if not m.startswith("teacher_")]):
         cells = []
         for sp in SPLITS:
@@ -72,7 +75,9 @@ def main(*paths: str) -> None:
                 break
             diffs = [A[s] - B[s] for s in seeds]
             spread = max(_mean_std([X[s] for s in seeds])[1] for X in (A, B))
-            cells += [_per_seed(seeds, diffs), f"{_mean_std(diffs)[0]:+.1f}", f"{spread:.1f}"]
+            mean, sd = _mean_std(diffs)
+            cells += [_per_seed(seeds, diffs), f"{mean:+.1f} ± {sd:.1f}", f"{spread:.1f}",
+                      f"{ahead(diffs)}/{len(diffs)}"]
         else:
             print(f"| {a} − {b} | " + " | ".join(cells) + " |")
 

@@ -640,6 +640,12 @@ def plot_ablation(rows: list[dict], path: str, metrics=("AP", "PCK")) -> None:
 BASELINES = ("scratch", "fpd_pt", "fpd_st")
 
 
+def ahead(diffs_points: list) -> int:
+    """How many differences (AP points) are positive as printed, to 0.1 point: a +0.04 that
+    the table shows as +0.0 is a tie, not a win (nor is float noise on an exact tie)."""
+    return sum(round(d, 1) > 0 for d in diffs_points)
+
+
 def _comparisons(methods: list) -> list:
     """(method, baseline) pairs: every method against each baseline, each pair once (a
     baseline only against the baselines before it: fpd - scratch), then the full method
@@ -673,7 +679,7 @@ def differences_markdown(rows: list[dict]) -> str:
                 mean, sd_d = _mean_std(d)
                 spread = max(_mean_std([ap[(x, student, split, sd)] for sd in seeds])[1]
                              for x in (m, base))
-                wins = sum(v > 0 for v in d)
+                wins = ahead([100 * v for v in d])
                 lines.append(f"| {m} − {base} | {student} | "
                              + " / ".join(f"{100 * v:+.1f}" for v in d)
                              + f" | {100 * mean:+.1f} ± {100 * sd_d:.1f} | {100 * spread:.1f} "
