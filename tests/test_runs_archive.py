@@ -28,6 +28,10 @@ def test_save_then_restore_gives_finished_runs(tmp_path, load_tool):
     assert not (kept / "runs" / "scratch-m-s0" / "best.pt").exists()  # student weights not
     assert not any(kept.rglob("last.pt")) and not any(kept.rglob("results.json"))
     assert not (kept / "runs" / "odkd-m-s0").exists()
+    logs = tmp_path / "logs"                                          # save --no-weights
+    assert tool.copy_tree(str(out), str(logs), weights=False) == 2
+    assert not any(logs.rglob("*.pt"))
+    assert (logs / "teachers" / "pt-x" / "eval_val" / "summary.json").exists()
 
     fresh = tmp_path / "fresh"
     assert tool.copy_tree(str(kept), str(fresh)) == 2

@@ -8,8 +8,9 @@
 #
 # Brings back under $OUT: results.csv, results.md, ablation.png, curves.png (partial tables
 # are written after every finished run, so a run cut by the limit still returns the rest),
-# log.txt (environment + the experiment's log) and logs/ (each run's config, log.csv,
-# train.log and evaluation summaries; no weights: the W48 alone is 250 MB).
+# log.txt (environment + the experiment's log) and logs/ (`tools/runs_archive.py save
+# --no-weights`: each finished run's config, logs and evaluation summaries; no weights, the
+# W48 alone is 250 MB).
 set -u
 OUT=${OUT:-/tmp/odkd-gpu-table-out}
 DEV=${DEV:-cuda}
@@ -49,16 +50,8 @@ echo "== rc=$rc in $(( $(date +%s) - s ))s" | tee -a "$LOG"
 for f in results.csv results.md ablation.png curves.png; do
   [ -f "$WORK/$f" ] && cp "$WORK/$f" "$OUT/"
 done
-for d in "$WORK"/teachers/* "$WORK"/runs/*; do
-  [ -d "$d" ] || continue
-  dst=$OUT/logs/$(basename "$(dirname "$d")")/$(basename "$d")
-  mkdir -p "$dst"
-  for f in config.yaml done.json log.csv train.log; do [ -f "$d/$f" ] && cp "$d/$f" "$dst/"; done
-  for e in "$d"/eval_*; do
-    [ -d "$e" ] && mkdir -p "$dst/$(basename "$e")" && cp "$e"/*.json "$dst/$(basename "$e")/" \
-      2>/dev/null && rm -f "$dst/$(basename "$e")/results.json"
-  done
-done
+# every finished run's config, logs and evaluation summaries, without weights
+python3 tools/runs_archive.py save --no-weights "$WORK" "$OUT/logs" 2>&1 | tee -a "$LOG"
 [ -f "$OUT/results.md" ] && cat "$OUT/results.md"
 tail -5 "$LOG"
 exit $rc

@@ -9,7 +9,8 @@ results.json files are left out: 360 KB each). Teachers also keep their weights-
 (Lite-HRNet-18: 5 MB): retrained teachers come out close but not bit-identical on another
 machine, so a later sitting that adds rows (e.g. the ablation's `simultaneous` / `reverse`)
 must distil from these very files to compare with the runs kept here. Student weights are
-not kept (the table needs only their evaluations).
+not kept (the table needs only their evaluations); `save --no-weights` keeps no teacher
+weights either (logs only, e.g. what a GPU sitting brings back).
 
 `restore` copies the same files back under OUT. The experiment then finds each run finished
 (done.json + every split's summary.json) and skips it; the restored teachers' best.pt is what
@@ -41,15 +42,16 @@ def _copy_run(src: str, dst: str, weights: bool) -> int:
     return n
 
 
-def copy_tree(src_root: str, dst_root: str) -> int:
-    """Copy every finished run (one with done.json) under SRC/{teachers,runs}; returns runs."""
+def copy_tree(src_root: str, dst_root: str, weights: bool = True) -> int:
+    """Copy every finished run (one with done.json) under SRC/{teachers,runs}; returns runs.
+    ``weights=False`` leaves the teachers' best.pt out too (logs only)."""
     runs = 0
     for kind in ("teachers", "runs"):
         for d in sorted(glob.glob(os.path.join(src_root, kind, "*"))):
             if not os.path.isfile(os.path.join(d, "done.json")):
                 continue  # unfinished: the experiment retrains (or resumes) it
             _copy_run(d, os.path.join(dst_root, kind, os.path.basename(d)),
-                      weights=kind == "teachers")
+                      weights=weights and kind == "teachers")
             runs += 1
     return runs
 
@@ -59,11 +61,13 @@ def main() -> int:
     ap.add_argument("action", choices=["save", "restore"])
     ap.add_argument("src")
     ap.add_argument("dst")
+    ap.add_argument("--no-weights", action="store_true",
+                    help="leave the teachers' best.pt out as well (logs and evaluations only)")
     a = ap.parse_args()
     if not os.path.isdir(a.src):
         print(f"runs_archive: {a.src}: no such folder", file=sys.stderr)
         return 2
-    n = copy_tree(a.src, a.dst)
+    n = copy_tree(a.src, a.dst, weights=not a.no_weights)
     print(f"runs_archive: {a.action}d {n} finished runs from {a.src} to {a.dst}")
     return 0
 
