@@ -15,8 +15,8 @@ SMALL=${SMALL:-0}                # 1: tiny sizes (dry run)
 BATCH=${BATCH:-128}              # bench and train batch on the GPU
 BUDGET=${BUDGET:-480}            # seconds for the whole script
 mkdir -p "$OUT"
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 LOG=$OUT/log.txt
+. "$(dirname "$0")/gpu_env.sh"   # gpu_env_setup: PYTHONPATH, the carried wheel, environment
 T0=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 # an `odkd` executable (no pip install there: the machine's own torch must stay), for `timeout`
@@ -38,17 +38,7 @@ step() {  # step NAME LIMIT_S command...
   echo "== $name: rc=$rc in $(( $(date +%s) - s ))s" | tee -a "$LOG"
 }
 
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl >>"$LOG" 2>&1 && export PYTHONPATH=$PYTHONPATH:/tmp/site
-fi
-{
-  date -u; nvidia-smi -L 2>/dev/null; nproc
-  python3 -c 'import sys, torch, cv2, numpy; print("python", sys.version.split()[0], "torch",
-torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.is_available() and
-torch.cuda.get_device_name(0), "cv2", cv2.__version__, "numpy", numpy.__version__)'
-  python3 -c 'import pycocotools, odkd; print("pycocotools ok; odkd", odkd.__file__)'
-} 2>&1 | tee -a "$LOG"
+gpu_env_setup "$LOG"
 
 if [ "$SMALL" = 1 ]; then
   B=16; IMGS=32; STEPS=3; WARM=1; SIZE="64 96"; N_TRAIN=40; ITERS=4; CFG="input_size=[64,96]"

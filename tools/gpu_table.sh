@@ -18,18 +18,9 @@ SMALL=${SMALL:-0}
 BUDGET=${BUDGET:-460}            # seconds for the experiment (the device call's limit: 480+)
 WORK=${WORK:-/tmp/odkd-gpu-table}
 mkdir -p "$OUT"
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 LOG=$OUT/log.txt
-# the device machine has its own torch and no pycocotools: the carried cp312 wheel
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl >>"$LOG" 2>&1 && export PYTHONPATH=$PYTHONPATH:/tmp/site
-fi
-{
-  date -u; nvidia-smi -L 2>/dev/null; nproc
-  python3 -c 'import sys, torch; print("python", sys.version.split()[0], "torch",
-torch.__version__, "gpu", torch.cuda.is_available() and torch.cuda.get_device_name(0))'
-} >>"$LOG" 2>&1
+. "$(dirname "$0")/gpu_env.sh"   # PYTHONPATH, the carried pycocotools wheel, environment
+gpu_env_setup "$LOG"
 
 W=$(( $(nproc) > 4 ? $(nproc) / 2 : 1 ))       # loader workers; the rest for COCO eval
 ARGS=(out="$WORK" synth.root="$WORK/data" base.train.device="$DEV" base.data.workers="$W")
