@@ -2,7 +2,8 @@
 # prepared GPU calls need before their first odkd command. The device machine has its own
 # torch and no pycocotools, and nothing may be pip-installed over that torch, so the carried
 # cp312 pycocotools wheel (.whl/, see DEVELOPERS "GPU checks") goes into /tmp/site, which is
-# appended to PYTHONPATH; then one block records the environment in the log.
+# appended to PYTHONPATH; an `odkd` executable runs this checkout's src/ with the machine's
+# python3 (`timeout` cannot run a shell function); then one block records the environment.
 #
 #   gpu_env_setup LOG     # LOG: the caller's log file (appended to, and echoed)
 
@@ -13,6 +14,11 @@ gpu_env_setup() {
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/site .whl/*.whl >>"$log" 2>&1 && export PYTHONPATH=$PYTHONPATH:/tmp/site
   fi
+  mkdir -p /tmp/odkd-bin
+  printf '#!/bin/sh\nexec python3 -c "import sys; from odkd.cli import main; sys.exit(main(sys.argv[1:]))" "$@"\n' \
+    >/tmp/odkd-bin/odkd
+  chmod +x /tmp/odkd-bin/odkd
+  export PATH=/tmp/odkd-bin:$PATH
   {
     date -u; nvidia-smi -L 2>/dev/null; nproc
     python3 -c 'import sys, torch, cv2, numpy; print("python", sys.version.split()[0], "torch",

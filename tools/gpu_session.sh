@@ -16,15 +16,9 @@ BATCH=${BATCH:-128}              # bench and train batch on the GPU
 BUDGET=${BUDGET:-480}            # seconds for the whole script
 mkdir -p "$OUT"
 LOG=$OUT/log.txt
-. "$(dirname "$0")/gpu_env.sh"   # gpu_env_setup: PYTHONPATH, the carried wheel, environment
+. "$(dirname "$0")/gpu_env.sh"   # gpu_env_setup: PYTHONPATH, the carried wheel, `odkd`, environment
 T0=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
-# an `odkd` executable (no pip install there: the machine's own torch must stay), for `timeout`
-mkdir -p /tmp/odkd-bin
-printf '#!/bin/sh\nexec python3 -c "import sys; from odkd.cli import main; sys.exit(main(sys.argv[1:]))" "$@"\n' \
-  >/tmp/odkd-bin/odkd
-chmod +x /tmp/odkd-bin/odkd
-export PATH=/tmp/odkd-bin:$PATH
 
 step() {  # step NAME LIMIT_S command...
   local name=$1 limit=$2 l s rc; shift 2

@@ -19,7 +19,7 @@ BUDGET=${BUDGET:-460}            # seconds for the experiment (the device call's
 WORK=${WORK:-/tmp/odkd-gpu-table}
 mkdir -p "$OUT"
 LOG=$OUT/log.txt
-. "$(dirname "$0")/gpu_env.sh"   # PYTHONPATH, the carried pycocotools wheel, environment
+. "$(dirname "$0")/gpu_env.sh"   # PYTHONPATH, the carried wheel, `odkd` on PATH, environment
 gpu_env_setup "$LOG"
 
 W=$(( $(nproc) > 4 ? $(nproc) / 2 : 1 ))       # loader workers; the rest for COCO eval
@@ -31,8 +31,7 @@ if [ "$SMALL" = 1 ]; then  # tiny data and a few steps: checks the call, not the
 fi
 echo "== odkd experiment gpu_quick ${ARGS[*]} (limit ${BUDGET}s)" | tee -a "$LOG"
 s=$(date +%s)
-timeout "$BUDGET" python3 -c 'import sys; from odkd.cli import main; sys.exit(main(sys.argv[1:]))' \
-  experiment gpu_quick "${ARGS[@]}" >>"$LOG" 2>&1
+timeout "$BUDGET" odkd experiment gpu_quick "${ARGS[@]}" >>"$LOG" 2>&1
 rc=$?
 echo "== rc=$rc in $(( $(date +%s) - s ))s" | tee -a "$LOG"
 (( rc == 124 )) && echo "== cut by the ${BUDGET}s limit: the table holds the runs that finished" \
