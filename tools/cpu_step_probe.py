@@ -1,4 +1,4 @@
-"""CPU training-step throughput at the converged experiment's scale (README "CPU speed").
+"""CPU training-step throughput at the converged experiment's scale (docs/performance.md: why `odkd experiment` runs `jobs: 2, threads_per_job: 1`).
 
 One student step = forward + backward + Adam on a batch of 16 crops of 64x96; a KD step adds
 one teacher forward (inference mode) and its MSE. Layouts compared on the same machine, back to

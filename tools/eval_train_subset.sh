@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Are the teachers right on the images the students train on? Evaluates checkpoints on the
 # first N training images of a SynthPose set (ground-truth boxes, flip test), so their AP can be
-# set beside the held-out AP (README "A stronger ST did not make stronger students").
+# set beside the held-out AP (results/converged/train_images.md).
 #
 #   bash tools/eval_train_subset.sh OUT NAME=CKPT [NAME=CKPT ...]
 #   e.g. bash tools/eval_train_subset.sh /tmp/te st=runs/converged/teachers/st-*/best.pt

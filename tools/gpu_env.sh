@@ -1,7 +1,7 @@
-# Sourced by tools/gpu_table.sh and tools/gpu_session.sh (not run on its own): what both
+# Sourced by tools/gpu_table.sh and tools/gpu_check.sh (not run on its own): what both
 # prepared GPU calls need before their first odkd command. The device machine has its own
 # torch and no pycocotools, and nothing may be pip-installed over that torch, so the carried
-# cp312 pycocotools wheel (.whl/, see DEVELOPERS "GPU checks") goes into /tmp/site, which is
+# cp312 pycocotools wheel (.whl/, see docs/development.md "GPU checks") goes into /tmp/site, which is
 # appended to PYTHONPATH; an `odkd` executable runs this checkout's src/ with the machine's
 # python3 (`timeout` cannot run a shell function); then one block records the environment.
 #

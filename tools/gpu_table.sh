@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 13, item 5: the paper's sizes on one lent H100 / H200 as one prepared call
+# The paper's sizes on one lent H100 / H200 as one prepared call
 # (`odkd experiment gpu_quick`: PT HRNet-W32, ST HRNet-W48 + mask, students HRNet-W16 and
 # Lite-HRNet-18, one seed), data generation included, under a time limit.
 #

@@ -1,15 +1,15 @@
-"""Compact held-out table from an experiment's results.csv (README "Converged ablation rows"):
+"""Compact held-out table from an experiment's results.csv (the tables of docs/results.md):
 AP mean ± std per method and seed-by-seed AP differences, in points: their mean ± std, the
 seed spread (the larger std over seeds of the two methods) and on how many seeds the first
 method is ahead.
 
 Usage: python tools/heldout_table.py results/converged/results.csv [MORE.csv ...]
 
-Several CSVs (sittings of the same experiment, each with its own teachers) are pooled: a row's
-mean ± std runs over every (sitting, seed), and differences pair runs of the same sitting and
-seed only; the per-seed column lists the sittings in the order given, separated by ";". A run
-that a later CSV lists again (same method, seed and APs: a sitting that reused finished runs)
-is counted once, in the first CSV, and pairs only there.
+Several CSVs (separate runs of the same experiment, each with its own teachers) are pooled: a
+row's mean ± std runs over every (CSV, seed), and differences pair runs of the same CSV and
+seed only; the per-seed column lists the CSVs in the order given, separated by ";". A run
+that a later CSV lists again (same method, seed and APs: an experiment that reused finished
+runs) is counted once, in the first CSV, and pairs only there.
 """
 import collections
 import csv
@@ -31,14 +31,14 @@ def methods_in(ap: dict) -> list:
 
 def _per_seed(keys: list, diffs: list) -> str:
     groups: dict = {}
-    for (sitting, _), d in zip(keys, diffs):
-        groups.setdefault(sitting, []).append(f"{d:+.1f}")
+    for (source, _), d in zip(keys, diffs):
+        groups.setdefault(source, []).append(f"{d:+.1f}")
     return " ; ".join(" / ".join(g) for g in groups.values())
 
 
 def main(*paths: str) -> None:
-    ap = collections.defaultdict(dict)  # (method, split) -> {(sitting, seed): AP in points}
-    seen: dict = {}  # (method, seed, AP on each split) -> sitting that has that run
+    ap = collections.defaultdict(dict)  # (method, split) -> {(CSV index, seed): AP in points}
+    seen: dict = {}  # (method, seed, AP on each split) -> CSV index that has that run
     for i, path in enumerate(paths):
         runs = collections.defaultdict(dict)
         for r in csv.DictReader(open(path)):
@@ -47,7 +47,7 @@ def main(*paths: str) -> None:
         for (method, seed), by_split in runs.items():
             ident = (method, seed, tuple(sorted(by_split.items())))
             if ident in seen:
-                # a sitting that reused finished runs (e.g. the ablation's scratch rows) lists
+                # an experiment that reused finished runs (e.g. the ablation's scratch rows) lists
                 # them again: pooled, they would count twice
                 print(f"{path}: {method} seed {seed} is the same run as in "
                       f"{paths[seen[ident]]}; counted once", file=sys.stderr)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Model size at demo scale (README "Model size at demo scale", issue 3): does SynthPose let a
+# Model size at demo scale (docs/results.md#model-size): does SynthPose let a
 # large model score clearly above a small one at the demo's 64x96 crops? Generates the data
 # (800 train / 100 val / 100 occluded, seed 0) unless present, trains every MODEL for every
 # SEED with the `demo_scale` config (20 epochs of at most 100 steps of 16 crops, LR x0.1 after

@@ -7,10 +7,10 @@
 log.csv, train.log and each eval_<split>/{metrics,summary}.json (the per-detection
 results.json files are left out: 360 KB each). Teachers also keep their weights-only best.pt
 (Lite-HRNet-18: 5 MB): retrained teachers come out close but not bit-identical on another
-machine, so a later sitting that adds rows (e.g. the ablation's `simultaneous` / `reverse`)
+machine, so a later experiment that adds rows (e.g. the ablation's `simultaneous` / `reverse`)
 must distil from these very files to compare with the runs kept here. Student weights are
 not kept (the table needs only their evaluations); `save --no-weights` keeps no teacher
-weights either (logs only, e.g. what a GPU sitting brings back).
+weights either (logs only, e.g. what a GPU call brings back).
 
 `restore` copies the same files back under OUT. The experiment then finds each run finished
 (done.json + every split's summary.json) and skips it; the restored teachers' best.pt is what

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Senior-teacher schedule probe (issue 13): the converged table asks for an ST at least 1.5x
-# the scratch student's held-out AP, and its 5,000-step ST gave 1.43x on one machine. This
-# trains only the ST of `odkd experiment converged` with a longer schedule, on the same data,
-# and evaluates it on every split (val to choose; the held-out splits report), so the schedule
-# can be chosen before a whole sitting is spent on it.
+# Senior-teacher schedule probe: trains only the ST of `odkd experiment converged` with another
+# schedule, on the same data, and evaluates it on every split (val to choose; the held-out
+# splits report), so an ST schedule can be chosen without running the whole table. The
+# converged table wants an ST at least 1.5x the scratch student's held-out AP; the schedule in
+# converged.yaml (8,000 steps, LR x0.1 after 6,400) was chosen with it (results/st_probe/).
 #
 #   EPOCHS=80 DROP=64 bash tools/st_probe.sh     # 8,000 steps, LR x0.1 after 6,400
 #   EPOCHS=65 DROP=52 bash tools/st_probe.sh

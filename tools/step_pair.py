@@ -1,4 +1,4 @@
-"""A model file at two commits, timed step by step in one process (issue 13: cheaper steps).
+"""A model file at two commits, timed step by step in one process.
 
     python tools/step_pair.py --against REV [--model litehrnet_18] [--steps 20] [--json F]
 

@@ -1,5 +1,5 @@
-"""Replay an experiment's parallel phase with measured run times (README "Converged
-distillation table", budget).
+"""Replay an experiment's parallel phase with measured run times (how long an
+experiment would take with some runs faster or slower).
 
 Usage: python tools/wall_replay.py LOG [LOG ...] [--set NAME=MINUTES ...] [--jobs 2]
                                   [--experiment converged_ablation]
@@ -7,7 +7,7 @@ Usage: python tools/wall_replay.py LOG [LOG ...] [--set NAME=MINUTES ...] [--job
 Each LOG is an `odkd experiment` log. A run's time is read from it: from the `done` line
 just before its `start` line (0 for the first runs) to its own `done` line, evaluation
 included. A later LOG overrides the runs an earlier one also timed, so times measured in
-different sittings can be combined into one projection; `--set` gives a run's time by hand
+different runs of the experiment can be combined into one projection; `--set` gives a run's time by hand
 (a run timed outside an experiment, e.g. a teacher probe). The replay schedules like
 `experiment._run_parallel`, from the experiment's own job list (`--experiment`, whose
 methods must include every logged run's): teachers first (ST, then PT), then the students in

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# One prepared call on a lent GPU machine (see DEVELOPERS.md, "GPU checks"): environment,
+# One prepared call on a lent GPU machine (see docs/development.md, "GPU checks"): environment,
 # the device-augmentation tests on CUDA, `odkd bench train` (eager, then torch.compile, then
 # CUDA graphs), and a short real train + distill run on CUDA. Each step has its own time limit
 # and the whole script a budget, so one failure or a slow compile never costs the rest.
 #
-#   bash tools/gpu_session.sh                    # on the GPU machine (repo root)
-#   DEV=cpu SMALL=1 bash tools/gpu_session.sh    # dry run of the script itself, on a CPU
+#   bash tools/gpu_check.sh                    # on the GPU machine (repo root)
+#   DEV=cpu SMALL=1 bash tools/gpu_check.sh    # dry run of the script itself, on a CPU
 #
 # Everything is appended to $OUT/log.txt; the bench JSON lines are copied to $OUT/bench.jsonl.
 set -u
