@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from odkd.data.coco import detections_summary, load_coco, load_detections
-from odkd.data.keypoints import COCO_KEYPOINTS
 from odkd.errors import DataError
+from odkd.keypoints import COCO_KEYPOINTS
 
 K = 17
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from odkd.data.coco import load_coco
-from odkd.data.keypoints import COCO_KEYPOINTS
 from odkd.errors import DataError
 from odkd.eval.coco_eval import (METRIC_KEYS, evaluate_coco, evaluate_coco_detailed,
                                  rescore_and_nms)
+from odkd.keypoints import COCO_KEYPOINTS
 
 
 def _person(rng, x0, y0, w, h):

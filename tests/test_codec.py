@@ -8,17 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from odkd.codec import HeatmapCodec
+from odkd.codec import HeatmapCodec, encode_heatmaps
 from odkd.config import Config, ConfigError, DataConfig
 from odkd.data.coco import PersonRecord
 from odkd.data.dataset import TopDownDataset, read_image
 from odkd.data.device_aug import DecodedDataset, DeviceAugment
-from odkd.data.geometry import affine_points, get_affine_transform
-from odkd.data.keypoints import COCO_KEYPOINTS, COCO_UPPER_BODY, flip_pairs_from_names
-from odkd.data.targets import encode_heatmaps
 from odkd.deploy.infer import TopDownPredictor
-from odkd.deploy.spec import PoseSpec, load_pose, spec_for_model
+from odkd.deploy.loader import load_pose
+from odkd.deploy.spec import PoseSpec, spec_for_model
 from odkd.engine.evaluate import build_eval_records, run_evaluation
+from odkd.geometry import affine_points, get_affine_transform
+from odkd.keypoints import COCO_KEYPOINTS, COCO_UPPER_BODY, flip_pairs_from_names
 from odkd.models import build_model
 from odkd.models.checkpoint import save_checkpoint
 
@@ -141,14 +141,14 @@ def test_codec_from_config_and_from_checkpoint_spec_agree(tmp_path):
     model = build_model("shufflenetv2", 17)
     spec = spec_for_model(model, cfg)
     want = HeatmapCodec.from_config(cfg)
-    assert HeatmapCodec.from_spec(spec) == want
+    assert spec.codec() == want
     # as an exported ONNX file carries it
-    assert HeatmapCodec.from_spec(PoseSpec.from_metadata(spec.to_metadata(), "x.onnx")) == want
+    assert PoseSpec.from_metadata(spec.to_metadata(), "x.onnx").codec() == want
     # a checkpoint: the loaded model's codec, the one its predictor uses
     ck = str(tmp_path / "m.pt")
     save_checkpoint(ck, model, extra={"config": cfg.to_dict()})
     loaded = load_pose(ck, device="cpu")
-    assert loaded.codec == want == HeatmapCodec.from_spec(loaded.spec)
+    assert loaded.codec == want == loaded.spec.codec()
     from odkd.api import PoseModel
 
     assert PoseModel(loaded).predictor.codec is loaded.codec

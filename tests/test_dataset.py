@@ -9,9 +9,9 @@ import torch
 from odkd.config import Config, DataConfig
 from odkd.data.coco import PersonRecord, load_coco
 from odkd.data.dataset import TopDownDataset, build_datasets
-from odkd.data.geometry import affine_points, get_affine_transform
-from odkd.data.keypoints import COCO_KEYPOINTS, COCO_UPPER_BODY, flip_pairs_from_names
 from odkd.errors import DataError
+from odkd.geometry import affine_points, get_affine_transform
+from odkd.keypoints import COCO_KEYPOINTS, COCO_UPPER_BODY, flip_pairs_from_names
 
 PAIRS = flip_pairs_from_names(COCO_KEYPOINTS)
 SMALL = dict(input_size=[48, 64], sigma=1.0)

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from odkd.data.geometry import affine_points, get_affine_transform
-from odkd.data.targets import encode_heatmaps
-from odkd.eval.decode import decode_heatmaps, flip_back, get_max_preds
+from odkd.codec.decode import decode_heatmaps, flip_back, get_max_preds
+from odkd.codec.encode import encode_heatmaps
+from odkd.geometry import affine_points, get_affine_transform
 
 CENTER = np.array([200.0, 150.0])
 SCALE = np.array([120.0, 160.0])

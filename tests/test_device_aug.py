@@ -14,9 +14,8 @@ from odkd.config import DataConfig
 from odkd.data.coco import PersonRecord
 from odkd.data.dataset import IMAGENET_MEAN, IMAGENET_STD, TopDownDataset
 from odkd.data.device_aug import DecodedDataset, DeviceAugment, collate_decoded, crop_affine
-from odkd.data.geometry import get_affine_transform
-from odkd.data.keypoints import COCO_KEYPOINTS, COCO_UPPER_BODY, flip_pairs_from_names
-from odkd.data.targets import encode_heatmaps, encode_heatmaps_torch
+from odkd.geometry import get_affine_transform
+from odkd.keypoints import COCO_KEYPOINTS, COCO_UPPER_BODY, flip_pairs_from_names
 
 PAIRS = flip_pairs_from_names(COCO_KEYPOINTS)
 DEVICE = os.environ.get("ODKD_TEST_DEVICE", "cpu")
@@ -91,17 +90,6 @@ def test_crop_affine_matches_get_affine_transform():
     for i in range(2):
         ref = get_affine_transform(center[i].numpy(), scale[i].numpy(), float(rot[i]), (48, 64))
         np.testing.assert_allclose(mats[i, :2].numpy(), ref, atol=2e-4)
-
-
-def test_encode_heatmaps_torch_matches_numpy():
-    rng = np.random.default_rng(1)
-    k = np.concatenate([rng.uniform(-8, 20, (2, 17, 2)), rng.integers(0, 3, (2, 17, 1))], -1)
-    k[0, 3, 0] = np.nan
-    heat, weight = encode_heatmaps_torch(torch.from_numpy(k), (12, 16), 2.0)
-    for i in range(2):
-        ref_h, ref_w = encode_heatmaps(k[i], (12, 16), 2.0)
-        np.testing.assert_allclose(heat[i].numpy(), ref_h, atol=1e-6)
-        np.testing.assert_array_equal(weight[i].numpy(), ref_w)
 
 
 @pytest.mark.parametrize("epoch", [0, 1, 2])

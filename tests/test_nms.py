@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from odkd.data.keypoints import COCO_SIGMAS
 from odkd.eval.nms import oks_iou, oks_nms
+from odkd.keypoints import COCO_SIGMAS
 
 
 def _person(x0: float, y0: float, seed: int = 0) -> np.ndarray:

@@ -11,8 +11,8 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from odkd.data.keypoints import COCO_KEYPOINTS
 from odkd.errors import DataError, OdkdError
+from odkd.keypoints import COCO_KEYPOINTS
 from odkd.synth import body as B
 from odkd.synth import generate_split
 from odkd.synth import render as R

@@ -2,40 +2,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from odkd.data.geometry import get_affine_transform
-from odkd.data.targets import ann_to_mask, encode_heatmaps, warp_mask
+from odkd.data.targets import ann_to_mask, warp_mask
 from odkd.errors import DataError
-
-
-def test_gaussian_centred_on_float_location():
-    kpts = np.array([[10.3, 7.6, 2.0]])
-    hm, w = encode_heatmaps(kpts, (24, 20), sigma=2.0)
-    assert hm.shape == (1, 20, 24) and hm.dtype == np.float32
-    assert w.tolist() == [1.0]
-    # value at pixel (x=10, y=8) follows the unrounded centre
-    assert hm[0, 8, 10] == pytest.approx(np.exp(-(0.3 ** 2 + 0.4 ** 2) / 8.0), rel=1e-5)
-    assert hm.max() <= 1.0
-    # 3-sigma window: x=16 is 5.7 away (inside), x=17 is 6.7 away (outside)
-    assert hm[0, 8, 16] > 0 and hm[0, 8, 17] == 0
-    # the centre of mass of the map is the float location
-    ys, xs = np.mgrid[0:20, 0:24]
-    m = hm[0] / hm[0].sum()
-    assert (m * xs).sum() == pytest.approx(10.3, abs=0.02)
-    assert (m * ys).sum() == pytest.approx(7.6, abs=0.02)
-
-
-def test_weights_invisible_and_outside():
-    kpts = np.array([
-        [5.0, 5.0, 0.0],      # unlabelled
-        [-10.0, 5.0, 2.0],    # window entirely left of the map
-        [-3.0, 5.0, 1.0],     # outside but the window reaches the map
-        [5.0, 40.0, 2.0],     # window below the map
-        [np.nan, 3.0, 2.0],   # garbage
-    ])
-    hm, w = encode_heatmaps(kpts, (16, 20), sigma=2.0)
-    assert w.tolist() == [0.0, 0.0, 1.0, 0.0, 0.0]
-    assert np.all(hm[[0, 1, 3, 4]] == 0)
-    assert hm[2].max() > 0 and np.isfinite(hm).all()
+from odkd.geometry import get_affine_transform
 
 
 def test_warp_mask_area_correct():

@@ -2,10 +2,10 @@ import cv2
 import numpy as np
 import pytest
 
-from odkd.data.geometry import affine_points, get_affine_transform
-from odkd.data.keypoints import COCO_KEYPOINTS, COCO_UPPER_BODY, flip_pairs_from_names
 from odkd.data.transforms import (AugmentParams, TrainAugment, color_jitter, flip_sample,
                                   half_body_box, sample_scale_rotation)
+from odkd.geometry import affine_points, get_affine_transform
+from odkd.keypoints import COCO_KEYPOINTS, COCO_UPPER_BODY, flip_pairs_from_names
 
 PAIRS = flip_pairs_from_names(COCO_KEYPOINTS)
 CROP = (48, 64)

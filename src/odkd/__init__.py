@@ -3,7 +3,7 @@
 ``odkd.load(checkpoint).predict(image)`` and ``odkd.draw(image, people)``: see :mod:`odkd.api`.
 """
 
-__version__ = "0.1.0"
+from odkd._version import __version__
 
 # The API pulls in torch and OpenCV; the CLI imports this package for every command (even
 # `odkd --version`), so those names are resolved on first use only (PEP 562).

@@ -20,7 +20,7 @@ from odkd.data.dataset import read_image
 from odkd.deploy.infer import (Frame, InferOptions, Person, TopDownPredictor, assign_image_ids,
                                draw_people, frame_boxes, list_images, load_boxes, make_people,
                                predict_batched, select_people)
-from odkd.deploy.spec import LoadedPose, load_pose
+from odkd.deploy.loader import LoadedPose, load_pose
 from odkd.deploy.visualize import write_image
 from odkd.errors import DataError
 

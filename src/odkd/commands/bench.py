@@ -52,7 +52,7 @@ def run_infer(args: argparse.Namespace) -> int:
     from odkd.errors import OdkdError
 
     if args.checkpoint:
-        from odkd.deploy.spec import load_torch_model
+        from odkd.deploy.loader import load_torch_model
 
         model, spec = load_torch_model(args.checkpoint, name=args.model,
                                        input_size=args.input_size)

@@ -45,7 +45,7 @@ def run(args) -> int:
         args.config = None
     loaded = None
     if args.checkpoint and not args.oracle:
-        from odkd.deploy.spec import load_pose
+        from odkd.deploy.loader import load_pose
 
         # the loader of `odkd.load` / `odkd infer`: stored config (or CONFIG), model, spec
         loaded = load_pose(args.checkpoint, backend=args.backend, device=args.device,

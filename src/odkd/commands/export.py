@@ -28,8 +28,8 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from odkd.deploy.loader import load_torch_model
     from odkd.deploy.onnx_export import DEFAULT_OPSET, VERIFY_TOL, export_onnx, verify_onnx
-    from odkd.deploy.spec import load_torch_model
     from odkd.errors import OdkdError
 
     model, spec = load_torch_model(args.checkpoint, name=args.model, input_size=args.input_size)

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from odkd.data.keypoints import flip_pairs_from_names, upper_body_ids_from_names
 from odkd.errors import DataError
+from odkd.keypoints import flip_pairs_from_names, upper_body_ids_from_names
 
 # Human-readable names of the skip reasons used in ``summary()``.
 SKIP_REASONS = {

@@ -1,7 +1,7 @@
 """TopDownDataset: one person record -> one training / evaluation sample dict.
 
 The sample dict is specified in DEVELOPERS.md ("Dataset sample"). Geometry follows
-odkd.data.geometry: the crop is ``warpAffine(get_affine_transform(center, scale, rot,
+odkd.geometry: the crop is ``warpAffine(get_affine_transform(center, scale, rot,
 input_size))`` and the same affine with the heatmap size maps keypoints and the instance mask
 into heatmap coordinates.
 """
@@ -16,10 +16,10 @@ from odkd.codec import HeatmapCodec
 from odkd.config import Config, DataConfig
 from odkd.data.coco import (CocoPoseSet, PersonRecord, detections_summary, load_coco,
                             load_detections)
-from odkd.data.geometry import affine_points, box_to_center_scale, get_affine_transform
 from odkd.data.targets import ann_to_mask, warp_mask
 from odkd.data.transforms import AugmentParams, TrainAugment, color_jitter
 from odkd.errors import DataError
+from odkd.geometry import affine_points, box_to_center_scale, get_affine_transform
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)

@@ -34,8 +34,8 @@ from torch.utils.data import Dataset
 
 from odkd.codec import HeatmapCodec
 from odkd.data.dataset import IMAGENET_MEAN, IMAGENET_STD, TopDownDataset
-from odkd.data.geometry import box_to_center_scale
 from odkd.data.targets import _MASK_SUPERSAMPLE
+from odkd.geometry import box_to_center_scale
 
 
 class DecodedDataset(Dataset):
@@ -148,7 +148,7 @@ def collate_decoded(samples: list[dict]) -> dict:
 
 def crop_affine(center: torch.Tensor, scale: torch.Tensor, rotation: torch.Tensor,
                 output_size) -> torch.Tensor:
-    """Batched :func:`odkd.data.geometry.get_affine_transform` (forward): (B, 3, 3) float64.
+    """Batched :func:`odkd.geometry.get_affine_transform` (forward): (B, 3, 3) float64.
 
     That function builds a rotation+uniform-scale similarity from three point pairs; its
     closed form is ``A = k R(-rot)`` with ``k = out_w / scale_w`` and the translation that sends

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from odkd.data.geometry import flip_keypoints
+from odkd.geometry import flip_keypoints
 
 HALF_BODY_PADDING = 1.5
 

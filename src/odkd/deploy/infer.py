@@ -22,11 +22,11 @@ from tqdm import tqdm
 from odkd.codec import HeatmapCodec, predict_heatmaps
 from odkd.data.coco import clip_box, read_detections, read_json  # eval's checks, clipping
 from odkd.data.dataset import normalize_crop, read_image, warp_crop
-from odkd.data.geometry import box_to_center_scale
 from odkd.deploy.spec import PoseSpec
 from odkd.deploy.visualize import draw_pose, paste_mask, write_image
 from odkd.errors import DataError, OdkdError
 from odkd.eval.coco_eval import rescore_and_nms
+from odkd.geometry import box_to_center_scale
 from odkd.models.fold import scoring_model
 from odkd.utils import atomic_write_text
 
@@ -51,7 +51,7 @@ class Instances:
 class TopDownPredictor:
     """Runs a pose model (torch module or OrtPoseModel) on person boxes, in batches.
 
-    ``codec`` (default: the spec's, :meth:`HeatmapCodec.from_spec`) undoes the flip test and
+    ``codec`` (default: the spec's, :meth:`PoseSpec.codec`) undoes the flip test and
     decodes, as in evaluation; ``flip_test`` and the box ``padding`` are the eval settings."""
 
     def __init__(self, model, spec: PoseSpec, device: torch.device, batch_size: int = 32,
@@ -65,7 +65,7 @@ class TopDownPredictor:
         self._net, self._channels_last = scoring_model(model, device)
         self.batch_size = batch_size
         self.flip_test, self.padding = flip_test, padding
-        self.codec = codec or HeatmapCodec.from_spec(spec)
+        self.codec = codec or spec.codec()
         if tuple(self.codec.input_size) != tuple(spec.input_size):
             raise OdkdError(f"codec input size {list(self.codec.input_size)} differs from the "
                             f"model's {list(spec.input_size)}")

@@ -10,7 +10,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from odkd.data.geometry import get_affine_transform
+from odkd.geometry import get_affine_transform
 
 LEFT = (255, 140, 0)
 RIGHT = (30, 144, 255)

@@ -18,7 +18,7 @@ quantisation of its boundary (measured at sigma=2: within about 0.15 px for tau=
 for tau=0.3 or 0.7, against up to 0.5 px for the integer argmax). ``mask`` targets keep the
 Gaussian inside the disc, so their weighted centroid is closer still (about 0.1 px at tau=0.5).
 A student trained with MSE on such targets predicts a smooth blob around the disc; the decoders
-in ``odkd.eval.decode`` (quarter offset / DARK) work on that smooth prediction, so decoding stays
+in ``odkd.codec.decode`` (quarter offset / DARK) work on that smooth prediction, so decoding stays
 sub-pixel accurate. No soft-argmax is needed for this, and this module only builds targets.
 """
 from __future__ import annotations

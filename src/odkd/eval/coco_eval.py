@@ -17,10 +17,10 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from odkd.data.keypoints import COCO_SIGMAS
 from odkd.data.coco import read_person_keypoints
 from odkd.errors import DataError
 from odkd.eval.nms import oks_nms
+from odkd.keypoints import COCO_SIGMAS
 from odkd.utils import atomic_write_text
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APm", "APl", "AR")

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from odkd.data.keypoints import COCO_SIGMAS
+from odkd.keypoints import COCO_SIGMAS
 
 
 def oks_iou(g: np.ndarray, d: np.ndarray, area_g: float, area_d, sigmas=COCO_SIGMAS,

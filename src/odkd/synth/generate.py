@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-import odkd
-from odkd.data.keypoints import COCO_KEYPOINTS, COCO_SKELETON
+from odkd._version import __version__ as odkd_version
 from odkd.errors import OdkdError
+from odkd.keypoints import COCO_KEYPOINTS, COCO_SKELETON
 from odkd.synth.scene import (DEFAULT_DIFFICULTY, DIFFICULTIES, SPLITS, Scene, list_backgrounds,
                               render_scene)
 
@@ -191,7 +191,7 @@ def generate_split(out_dir: str, split: str, num_images: int, seed: int,
     miou = mean_max_iou(images, anns)
     info = {
         "description": "SynthPose: odkd's synthetic multi-person pose dataset",
-        "version": GENERATOR_VERSION, "odkd_version": odkd.__version__,
+        "version": GENERATOR_VERSION, "odkd_version": odkd_version,
         "args": {"split": split, "num_images": num_images, "seed": seed, "size": list(size),
                  "backgrounds": backgrounds, "difficulty": difficulty},
         "mean_max_iou": round(miou, 4), "num_annotations": len(anns),

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from odkd.data.keypoints import COCO_SKELETON
 from odkd.errors import DataError
+from odkd.keypoints import COCO_SKELETON
 from odkd.utils import atomic_write_bytes
 
 # left limbs orange, right limbs blue, centre green (BGR) so flipped labels stand out

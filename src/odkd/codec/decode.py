@@ -1,6 +1,6 @@
 """Heatmaps -> image keypoints: argmax + quarter offset (HRNet) or DARK; flip-test ``flip_back``.
 
-Heatmap coordinates are those of odkd.data.geometry: ``get_affine_transform(center, scale, 0,
+Heatmap coordinates are those of :mod:`odkd.geometry`: ``get_affine_transform(center, scale, 0,
 (w, h))`` maps image points to heatmap points, so its inverse maps decoded points back.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from odkd.data.geometry import affine_points, get_affine_transform
+from odkd.geometry import affine_points, get_affine_transform
 
 
 def _to_numpy(x) -> np.ndarray:

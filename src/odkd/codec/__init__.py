@@ -6,24 +6,24 @@ DeviceAugment`), evaluation (:func:`odkd.engine.evaluate.run_evaluation`) and in
 size, heatmap stride, sigma, decoder and flip shift cannot drift apart between them (as
 mmpose's codec objects are shared by its targets, heads and inferencers).
 
-It lives at the top of the package, not in ``data/`` or ``eval/``, because it joins the two:
-the Gaussian encoding of :mod:`odkd.data.targets` and the decoders of :mod:`odkd.eval.decode`,
-which stay the implementations.
+The package owns both directions: :mod:`odkd.codec.encode` (Gaussian heatmaps, numpy and
+torch) and :mod:`odkd.codec.decode` (argmax + quarter offset, DARK, ``flip_back``). It sits
+below data, eval and deploy, which all use it, and imports only :mod:`odkd.config` and
+:mod:`odkd.geometry`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from odkd.codec.decode import decode_heatmaps, flip_back, get_max_preds
+from odkd.codec.encode import encode_heatmaps, encode_heatmaps_torch
 from odkd.config import Config, ConfigError, DataConfig, EvalConfig
-from odkd.data.targets import encode_heatmaps, encode_heatmaps_torch
-from odkd.eval.decode import decode_heatmaps, flip_back
 
-if TYPE_CHECKING:
-    from odkd.deploy.spec import PoseSpec
+__all__ = ["DECODERS", "PROTOCOLS", "HeatmapCodec", "predict_heatmaps", "encode_heatmaps",
+           "encode_heatmaps_torch", "decode_heatmaps", "flip_back", "get_max_preds"]
 
 DECODERS = ("quarter", "dark")
 PROTOCOLS = ("odkd", "hrnet")
@@ -44,7 +44,7 @@ class HeatmapCodec:
     ``quarter`` or ``dark``; a field named ``decode`` would hide the method), ``dark_kernel``
     (DARK's blur), ``protocol`` (``eval.protocol``: the decoding rules, ``odkd`` or ``hrnet``)
     and ``flip_shift`` (heatmap pixels the flipped maps are shifted right, see
-    :func:`odkd.eval.decode.flip_back`; None: the exact ``(stride - 1) / stride``).
+    :func:`odkd.codec.decode.flip_back`; None: the exact ``(stride - 1) / stride``).
     """
 
     input_size: tuple[int, int]
@@ -105,12 +105,6 @@ class HeatmapCodec:
     def from_config(cls, cfg: Config) -> "HeatmapCodec":
         return cls.from_data_config(cfg.data, cfg.eval)
 
-    @classmethod
-    def from_spec(cls, spec: "PoseSpec") -> "HeatmapCodec":
-        """The codec of a deployed model: its spec's input size and stride, the rest from the
-        training config stored with it."""
-        return cls.from_config(spec.eval_config())
-
     @property
     def heatmap_size(self) -> tuple[int, int]:
         return (self.input_size[0] // self.heatmap_stride,
@@ -120,7 +114,7 @@ class HeatmapCodec:
     def encode(self, kpts_hm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(K, 3) keypoints ``[x, y, v]`` in heatmap coordinates -> (heatmaps (K, h, w),
         target_weight (K,)) float32. Joints whose nearest heatmap pixel is off the map get
-        weight 0, then :func:`odkd.data.targets.encode_heatmaps`."""
+        weight 0, then :func:`odkd.codec.encode.encode_heatmaps`."""
         k = np.array(kpts_hm, copy=True)
         if k.ndim == 2 and k.shape[1] >= 3:
             w, h = self.heatmap_size
@@ -138,13 +132,13 @@ class HeatmapCodec:
     # ------------------------------------------------------------------------------ decoding
     def decode(self, heatmaps, centers, scales) -> tuple[np.ndarray, np.ndarray]:
         """(N, K, h, w) heatmaps of the crops ``centers`` / ``scales`` (N, 2) -> image
-        keypoints (N, K, 2) and scores (N, K) (:func:`odkd.eval.decode.decode_heatmaps`)."""
+        keypoints (N, K, 2) and scores (N, K) (:func:`odkd.codec.decode.decode_heatmaps`)."""
         return decode_heatmaps(heatmaps, centers, scales, method=self.decoder,
                                dark_kernel=self.dark_kernel, protocol=self.protocol)
 
     def flip_back(self, heatmaps, flip_pairs):
         """Maps of a horizontally flipped input back into the unflipped crop, shifted right by
-        ``flip_shift`` (:func:`odkd.eval.decode.flip_back`)."""
+        ``flip_shift`` (:func:`odkd.codec.decode.flip_back`)."""
         return flip_back(heatmaps, flip_pairs, shift=self.flip_shift,
                          stride=self.heatmap_stride)
 
