@@ -48,20 +48,21 @@ def test_bench_rejects_bad_arguments():
 
 
 def test_bench_and_training_run_the_same_step_function(monkeypatch, tmp_path, capsys):
-    """`odkd bench train` times odkd.engine.train.train_step, the step `odkd train` runs."""
+    """`odkd bench train` times odkd.engine.step.train_step, the step `odkd train` runs."""
     from odkd.config import load_config
     from odkd.distill.losses import DistillLoss
+    from odkd.engine import step as st
     from odkd.engine import train as tr
     from odkd.synth import generate_split
 
     calls = []
-    real = tr.train_step
+    real = st.train_step
 
     def watched(*args, **kwargs):
         calls.append(type(args[3]).__name__)  # the objective
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tr, "train_step", watched)
+    monkeypatch.setattr(st, "train_step", watched)
     assert bench_train.run(_args(*TINY, "--model", "litehrnet_18",
                                  "--teachers", "litehrnet_18")) == 0
     # naive and optimized steps (both with the teacher), the KD and the student-only step of
@@ -87,16 +88,16 @@ def test_bench_and_training_run_the_same_step_function(monkeypatch, tmp_path, ca
 def test_bench_amp_bf16_on_cpu_runs_the_optimized_student_step_in_bf16(monkeypatch, capsys):
     """--amp bf16: the optimized path trains under bf16 autocast on the CPU too (to measure it
     there); the naive path stays fp32. Default (auto) keeps fp32 on the CPU."""
-    from odkd.engine import train as tr
+    from odkd.engine import step as st
 
     amps = []
-    real = tr.train_step
+    real = st.train_step
 
     def watched(*args, **kwargs):
         amps.append(args[0].train.amp)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tr, "train_step", watched)
+    monkeypatch.setattr(st, "train_step", watched)
     assert bench_train.run(_args(*TINY, "--model", "litehrnet_18", "--amp", "bf16")) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["optimized"]["amp"] == "bf16"

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from odkd.engine.dist import CpuSyncBatchNorm, convert_sync_batchnorm
-from odkd.engine.train import EpochSampler, GlobalBatchSampler
+from odkd.engine.loader import EpochSampler, GlobalBatchSampler
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 SUB_TIMEOUT = 240
@@ -99,7 +99,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from odkd.config import load_config
 from odkd.data.dataset import build_datasets
 from odkd.engine import dist as odist
-from odkd.engine.train import SupervisedObjective, build_train_loader, prepare_batch
+from odkd.engine.loader import build_train_loader
+from odkd.engine.step import SupervisedObjective, prepare_batch
 from odkd.models import build_model
 from odkd.utils import seed_everything
 cfg = load_config(sys.argv[1])

@@ -92,7 +92,7 @@ def test_gt_mask_term_vanishes_for_a_confident_correct_mask():
 def test_one_gt_mask_knob_with_one_default():
     from odkd.config import TrainConfig
     from odkd.engine.distill import distill  # noqa: F401  (builds DistillLoss from train.*)
-    from odkd.engine.train import SupervisedObjective
+    from odkd.engine.step import SupervisedObjective
 
     assert DistillLoss(_cfg()).mask_loss_weight == TrainConfig().mask_loss_weight == 0.01
     assert SupervisedObjective().mask_loss_weight == TrainConfig().mask_loss_weight

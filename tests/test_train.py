@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from odkd.config import ConfigError, load_config
-from odkd.engine.train import SupervisedObjective, lr_at, train
+from odkd.engine.step import SupervisedObjective, lr_at
+from odkd.engine.train import train
 from odkd.models.checkpoint import read_checkpoint
 
 

@@ -224,7 +224,7 @@ def _same_training(cfg: Config, done: dict, data_key: str, distill: bool) -> boo
     import yaml
 
     from odkd.config import upgrade_saved_config
-    from odkd.engine.train import config_changes
+    from odkd.engine.checkpointing import config_changes
 
     path = os.path.join(cfg.workdir, "config.yaml")
     if not str(done.get("key", "")).endswith(f"-{data_key}") or not os.path.exists(path):

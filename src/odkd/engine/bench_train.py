@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from odkd.config import Config, DistillConfig, TeacherConfig
-from odkd.engine import train as _train  # module attribute: tests can watch train_step
+from odkd.engine import step as _step  # module attribute: tests can watch train_step
 from odkd.errors import OdkdError
 
 
@@ -84,7 +84,7 @@ def _forever(loader, dataset):
 
 
 def _loader(dataset, batch: int, workers: int, device: torch.device, collate=None):
-    from odkd.engine.train import EpochSampler
+    from odkd.engine.loader import EpochSampler
 
     return DataLoader(dataset, batch_size=batch, sampler=EpochSampler(len(dataset), 0),
                       num_workers=workers, drop_last=True, collate_fn=collate,
@@ -112,7 +112,7 @@ class _Stepper:
     def __init__(self, cfg: Config, device: torch.device, teachers: dict, *, amp: bool,
                  channels_last: bool, compile_: bool, compile_mode: str, fused: bool):
         from odkd.distill.losses import DistillLoss
-        from odkd.engine.train import SupervisedObjective, build_optimizer, maybe_compile
+        from odkd.engine.step import SupervisedObjective, build_optimizer, maybe_compile
         from odkd.models import build_model
 
         torch.manual_seed(0)
@@ -139,11 +139,11 @@ class _Stepper:
                                               grad_clip=0.0))
 
     def __call__(self, images: torch.Tensor, gt: dict, with_teachers: bool = True) -> None:
-        """One step of ``odkd.engine.train.train_step``: the function training runs."""
+        """One step of ``odkd.engine.step.train_step``: the function training runs."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         kd = with_teachers and self.kd is not None
-        _train.train_step(self.cfg, self.device, self.model, self.kd if kd else self.supervised,
+        _step.train_step(self.cfg, self.device, self.model, self.kd if kd else self.supervised,
                           self.teachers if kd else {}, self.optimizer, images, gt, 0)
 
 
@@ -180,7 +180,7 @@ def run(args) -> int:
     from odkd.data.dataset import build_datasets
     from odkd.data.device_aug import DecodedDataset, DeviceAugment, collate_decoded
     from odkd.distill.teachers import FrozenTeacher
-    from odkd.engine.train import prepare_batch
+    from odkd.engine.step import prepare_batch
     from odkd.models import build_model
     from odkd.utils import pick_device
 
@@ -286,7 +286,7 @@ def run(args) -> int:
         "optimized": {"device_aug": True, "amp": "bf16" if amp else "none",
                       "channels_last": True, "compile": compile_,
                       "compile_mode": args.compile_mode if compile_ else None,
-                      "fused_optimizer": _train._fused_supported(device),
+                      "fused_optimizer": _step.fused_supported(device),
                       "teacher_bn_folded": bool(names)},
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor()
