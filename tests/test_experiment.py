@@ -112,7 +112,7 @@ def test_one_runs_overrides_do_not_leak_into_the_next_runs_config(tmp_path):
     """Overrides are set in place; the experiment's shared `base` once took them on, so a
     student's `train.max_iters_per_epoch` reached the teachers and FPD's `distill.method=fpd`
     and `binarize_mode=none` reached every method built after it (here: odkd, reverse)."""
-    from odkd.experiment import _run_config, _student_jobs, _teacher_jobs
+    from odkd.experiment.plan import _run_config, _student_jobs, _teacher_jobs
 
     cfg = tmp_path / "tiny.yaml"
     _write_cfg(cfg, tmp_path / "out", tmp_path / "data")
@@ -237,7 +237,7 @@ def test_a_finished_run_with_an_older_key_is_reused_only_for_the_same_training(t
     import yaml
 
     from odkd.config import Config, ConfigError, load_config
-    from odkd.experiment import _same_training, _train_once
+    from odkd.experiment.jobs import _same_training, _train_once
 
     cfg = load_config(None, [f"workdir={tmp_path}", "distill.method=fpd",
                              "distill.schedule=st_only", "train.lr=0.002"])
@@ -265,7 +265,7 @@ def test_a_finished_fpd_run_ignores_the_teacher_it_does_not_load(tmp_path):
     import yaml
 
     from odkd.config import ConfigError, load_config
-    from odkd.experiment import _check_reusable, _run_key
+    from odkd.experiment.jobs import _check_reusable, _run_key
 
     def run(pt, st, method="fpd", schedule="pt_only"):
         return load_config(None, [f"workdir={tmp_path}", f"distill.method={method}",
@@ -311,7 +311,8 @@ def test_a_stale_finished_run_is_refused_before_anything_trains(tmp_path):
 
 _DRIVER = '''
 import os, sys, time, types
-from odkd.experiment import _Job, _run_parallel
+from odkd.experiment.parallel import _run_parallel
+from odkd.experiment.plan import _Job
 
 def run_forever(exp, job, data_key, splits):
     # stands in for a training run: announce the pid, then never finish

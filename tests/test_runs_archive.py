@@ -2,7 +2,8 @@
 import json
 from pathlib import Path
 
-from odkd.experiment import _finished, _Job
+from odkd.experiment.jobs import _finished
+from odkd.experiment.plan import _Job
 
 
 def _run(d: Path, finished: bool = True) -> None:

@@ -16,7 +16,7 @@ import csv
 import os
 import sys
 
-from odkd.experiment import _comparisons, _mean_std, ahead  # the experiment's pairs and stats
+from odkd.experiment.report import _comparisons, _mean_std, ahead  # the experiment's pairs and stats
 
 SPLITS = ("heldout_val", "heldout_occluded")
 # rows in this order first, then any other method in the order the CSV lists it

@@ -9,7 +9,7 @@ just before its `start` line (0 for the first runs) to its own `done` line, eval
 included. A later LOG overrides the runs an earlier one also timed, so times measured in
 different runs of the experiment can be combined into one projection; `--set` gives a run's time by hand
 (a run timed outside an experiment, e.g. a teacher probe). The replay schedules like
-`experiment._run_parallel`, from the experiment's own job list (`--experiment`, whose
+`odkd.experiment.parallel._run_parallel`, from the experiment's own job list (`--experiment`, whose
 methods must include every logged run's): teachers first (ST, then PT), then the students in
 the experiment's order, each slot taking the first waiting run whose teachers are done. It prints every run's time and
 the wall time of the whole phase; replaying one complete log must give that log's own wall
@@ -37,7 +37,7 @@ def read_times(path: str) -> tuple:
 
 def experiment_jobs(name: str) -> list:
     """(run name, teachers it waits for) in the order `odkd experiment` queues its runs."""
-    from odkd.experiment import _data_key, _student_jobs, _teacher_jobs, load_experiment
+    from odkd.experiment.plan import _data_key, _student_jobs, _teacher_jobs, load_experiment
 
     exp = load_experiment(name)
     teachers = _teacher_jobs(exp, _data_key(exp))
