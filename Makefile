@@ -6,7 +6,12 @@ STAMP := $(VENV)/.odkd-installed
 # Pinned for development/CI only (they lie on this machine's disk); pyproject keeps ranges.
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv demo test test-fast clean
+# Real teachers (odkd teachers fetch): downloaded once into the cache, reused by every clone.
+ODKD_CACHE ?= $(HOME)/.cache/odkd
+export ODKD_CACHE
+TEACHERS_STAMP := $(ODKD_CACHE)/teachers/.fetched
+
+.PHONY: venv demo test test-fast teachers clean
 
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -17,10 +22,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# store.py holds the pinned versions and hashes: a change there fetches again
+$(TEACHERS_STAMP): $(STAMP) src/odkd/teachers/store.py
+	$(VENV)/bin/odkd teachers fetch
+	touch $@
+
+teachers: $(TEACHERS_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/odkd demo --out demo_out
 
-test: $(STAMP)
+test: $(STAMP) $(TEACHERS_STAMP)
 	OMP_NUM_THREADS=2 $(VPY) -m pytest -q tests
 
 test-fast: $(STAMP)

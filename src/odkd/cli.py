@@ -9,7 +9,7 @@ from odkd.errors import OdkdError, one_line
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func``.
 COMMANDS = ["train", "eval", "convert", "synth", "distill", "experiment", "demo", "infer",
-            "export", "bench", "configs", "data"]
+            "export", "bench", "configs", "data", "teachers"]
 
 
 def build_parser() -> argparse.ArgumentParser:

