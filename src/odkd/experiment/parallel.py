@@ -30,8 +30,8 @@ def _exit_with_parent(parent_pid: int, poll_s: float) -> None:
     """Thread body of a run process: exit when the experiment that started it is gone.
 
     A SIGKILL (or a crash) of the experiment runs no clean-up, and a spawned child is then
-    re-parented and trains on, on cores a rerun needs (found when a killed table left both
-    runs training). Polling the parent pid is the portable check (prctl is Linux-only).
+    re-parented and would train on, on the cores a rerun needs. Polling the parent pid is the
+    portable check (prctl is Linux-only).
     """
     while True:
         time.sleep(poll_s)
