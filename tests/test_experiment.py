@@ -260,7 +260,7 @@ def test_a_finished_run_with_an_older_key_is_reused_only_for_the_same_training(t
 
 
 def test_a_finished_fpd_run_ignores_the_teacher_it_does_not_load(tmp_path):
-    """FPD from the PT never loads the ST: a sitting with a retrained ST reuses it (a new PT
+    """FPD from the PT never loads the ST: a table with a retrained ST reuses it (a new PT
     does not), under the key it was saved with before (every field hashed) and today's."""
     import yaml
 
@@ -354,7 +354,7 @@ def _wait(cond, limit_s: float = 120.0) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux only)")
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
 def test_runs_stop_when_the_experiment_is_killed(tmp_path, sig):
-    """Killing a parallel experiment once left both runs training on as orphans: SIGTERM now
+    """Killing a parallel experiment must not leave its runs training as orphans: SIGTERM
     stops them and exits 143; after SIGKILL (no clean-up possible) each run notices that its
     parent is gone and exits."""
     driver = tmp_path / "driver.py"

@@ -41,14 +41,14 @@ def test_rows_and_pairs_follow_the_methods_present(tmp_path, capsys, load_tool):
     assert "| teacher_st | 1 | 50.0 ± 0.0 | 25.0 ± 0.0 |" in out
 
 
-def test_sittings_pool_pair_within_a_sitting_and_count_a_reused_run_once(tmp_path, capsys,
-                                                                           load_tool):
+def test_tables_pool_pair_within_a_table_and_count_a_reused_run_once(tmp_path, capsys,
+                                                                       load_tool):
     a = {("scratch", sp, s): v for s in (0, 1)
          for sp, v in (("heldout_val", 0.30 + 0.01 * s), ("heldout_occluded", 0.15))}
     a.update({("odkd", sp, s): v + 0.02 for (_, sp, s), v in a.items()})
     b = {k: v for k, v in a.items() if k[0] == "scratch"}           # reused: same numbers
     b.update({("odkd", sp, s): v + 0.01 for (m, sp, s), v in b.items()})
-    b[("fpd_pt", "heldout_val", 0)] = 0.20                         # only in the second sitting
+    b[("fpd_pt", "heldout_val", 0)] = 0.20                         # only in the second table
     b[("fpd_pt", "heldout_occluded", 0)] = 0.10
     _csv(tmp_path / "a.csv", a)
     _csv(tmp_path / "b.csv", b)
@@ -57,9 +57,9 @@ def test_sittings_pool_pair_within_a_sitting_and_count_a_reused_run_once(tmp_pat
     out = cap.out.splitlines()
     assert cap.err.count("counted once") == 2                      # scratch seeds 0 and 1 of b
     assert "| scratch | 2 | 30.5 ± 0.7 | 15.0 ± 0.0 |" in out
-    assert any(x.startswith("| odkd | 4 |") for x in out)          # 2 sittings x 2 seeds
-    # the second sitting's ODKD has no scratch of its own left: odkd − scratch pairs sitting 1
+    assert any(x.startswith("| odkd | 4 |") for x in out)          # 2 tables x 2 seeds
+    # the second table's ODKD has no scratch of its own left: odkd − scratch pairs table 1
     assert "| odkd − scratch | +2.0 / +2.0 | +2.0 ± 0.0 |" in "\n".join(out)
-    # fpd_pt exists only in sitting 2, where no scratch is left: no difference row for it
+    # fpd_pt exists only in table 2, where no scratch is left: no difference row for it
     assert not any(x.startswith("| fpd_pt − scratch") for x in out)
     assert "| odkd − fpd_pt | +11.0 | +11.0 ± 0.0 | 0.0 | 1/1 |" in "\n".join(out)

@@ -72,7 +72,7 @@ CL = torch.channels_last
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_shuffles_keep_the_layout_and_the_values(channels_last):
     # The channels_last paths only move data, so they must give exactly the NCHW result, and
-    # stay channels_last (an NCHW result makes the next conv copy it back: issue 13's speed).
+    # stay channels_last (an NCHW result makes the next conv copy it back, costing CPU speed).
     x = torch.randn(2, 8, 3, 5)
     a, b = x.chunk(2, dim=1)
     want_shuffle = channel_shuffle(x, 2)
@@ -104,7 +104,7 @@ def test_litehrnet_convs_see_channels_last_inputs():
 @pytest.mark.parametrize("shape", [(3, 40, 12, 8), (3, 20, 1, 1), (2, 16, 5, 7)])
 @pytest.mark.parametrize("bias", [False, True])
 def test_pointwise_matmul_path_equals_the_conv(shape, bias):
-    # Lite-HRNet's 1x1 convs run as a matmul on channels_last CPU inputs (issue 13's speed):
+    # Lite-HRNet's 1x1 convs run as a matmul on channels_last CPU inputs (faster there):
     # same values and gradients as the conv, output stays channels_last, state_dict unchanged.
     from odkd.models.litehrnet import Pointwise
 

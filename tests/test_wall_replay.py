@@ -60,10 +60,10 @@ def test_the_queue_is_the_experiments_own(load_tool):
 
 
 def test_replaying_a_whole_committed_log_gives_its_own_wall(monkeypatch, capsys, load_tool):
-    log = ROOT / "results" / "converged_9e34f5b" / "experiment.log"
+    log = ROOT / "results" / "converged_full_fcfb964_epyc" / "experiment.log"
     if not log.exists():
         pytest.skip(f"{log} is not in this checkout")
     monkeypatch.setattr("sys.argv", ["wall_replay.py", str(log)])
     load_tool("wall_replay").main()
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last.endswith("replayed wall with 2 jobs: 108.5 min")  # its last `done` line
+    assert last.endswith("replayed wall with 2 jobs: 108.8 min")  # its last `done` line

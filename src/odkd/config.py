@@ -114,7 +114,7 @@ class TeacherConfig:
 
 @dataclass
 class DistillConfig:
-    # The paper's terms. Defaults and the measurements behind them: README "Configs".
+    # The paper's terms. Defaults and the measurements behind them: docs/method.md.
     # The loss formula: odkd (GT + teacher imitation + ST segmentation, module distill.losses)
     # or fpd (Fast Pose Distillation: (1-fpd_alpha)*MSE(GT) + fpd_alpha*MSE(teacher)).
     method: str = "odkd"
@@ -130,7 +130,7 @@ class DistillConfig:
     seg_weight: float = 0.01
     fpd_alpha: float = 0.5              # FPD: (1-a)*MSE(GT) + a*MSE(teacher)
     binarize_targets: list = field(default_factory=lambda: ["teacher"])  # any of gt, teacher
-    binarize_mode: str = "mask"         # none | hard | mask (demo-scale ablation in README)
+    binarize_mode: str = "mask"         # none | hard | mask (docs/method.md "Binarization")
     binarize_tau: float = 0.5           # threshold as a fraction of each map's peak
 
 

@@ -35,7 +35,7 @@ def register(sub) -> None:
     inf.add_argument("--iters", type=int, default=10, help="timed runs at batch 1")
     inf.add_argument("--batch-iters", type=int, default=2, help="timed runs at --batch")
     inf.add_argument("--markdown", action="store_true",
-                     help="also print a README table row on stderr")
+                     help="also print a markdown table row on stderr")
     inf.set_defaults(func=run_infer)
 
     # `train` options belong to odkd.engine.bench_train and are parsed there, so building the

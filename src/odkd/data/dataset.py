@@ -1,6 +1,6 @@
 """TopDownDataset: one person record -> one training / evaluation sample dict.
 
-The sample dict is specified in DEVELOPERS.md ("Dataset sample"). Geometry follows
+The sample dict is specified in docs/development.md ("Conventions"). Geometry follows
 odkd.geometry: the crop is ``warpAffine(get_affine_transform(center, scale, rot,
 input_size))`` and the same affine with the heatmap size maps keypoints and the instance mask
 into heatmap coordinates.

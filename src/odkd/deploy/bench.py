@@ -141,7 +141,7 @@ def summarize(report: dict) -> dict:
 
 
 def markdown_row(report: dict) -> str:
-    """One README table row: model | params | GFLOPs | per backend/threads latency/throughput."""
+    """One markdown table row: model | params | GFLOPs | per backend/threads latency/throughput."""
     cells = [report["model"], f"{report['params_m']:.2f}M", f"{report['gflops']:.2f}"]
     for backend, per_thread in report["summary"].items():
         for t, vals in per_thread.items():

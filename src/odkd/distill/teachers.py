@@ -7,7 +7,7 @@ CUDA, under bf16 autocast (about twice as fast; the outputs are only regression 
 precision is plenty). Outputs always come back as float32. Because the statistics never change,
 every BatchNorm that directly follows a convolution inside an ``nn.Sequential`` is folded into
 that convolution once, at wrapping time (one op instead of two per layer: the teacher forward
-runs 1.3x faster on CPU with channels_last, README "CPU speed"; same outputs to ~1e-6).
+runs 1.3x faster on CPU with channels_last, docs/performance.md; same outputs to ~1e-6).
 """
 from __future__ import annotations
 

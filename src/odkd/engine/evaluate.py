@@ -30,7 +30,7 @@ from odkd.models.fold import scoring_model
 PCK_THR = 0.1
 # eval.protocol: "odkd" (default, exact geometry) or "hrnet" (the official HRNet test rules, to
 # reproduce its numbers for the same checkpoint). The differences, all in box handling,
-# decoding and the flip shift (README "Evaluation protocol"):
+# decoding and the flip shift (docs/method.md "Evaluation"):
 #   GT boxes         odkd [x, x + w) clipped to [0, W]; hrnet w - 1, h - 1, clipped to W-1, H-1
 #   detection boxes  odkd clipped to the image (dropped when outside); hrnet used as given
 #   quarter offset   odkd per axis where 1 <= x <= w-2; hrnet both axes, 2 <= x, y <= w-2, h-2

@@ -43,8 +43,7 @@ def lr_at(cfg: Config, epoch: int, it_global: int) -> float:
 
 
 def fused_supported(device: torch.device) -> bool:
-    # torch fuses Adam/AdamW on CPU since 2.4 (1.03x per Lite-HRNet step there, README "CPU
-    # speed"); pyproject allows older torch, which only fuses on CUDA
+    # torch fuses Adam/AdamW on CPU since 2.4 (1.03x per Lite-HRNet step there, docs/performance.md); pyproject allows older torch, which only fuses on CUDA
     if device.type == "cuda":
         return True
     major, minor = (int(v) for v in torch.__version__.split(".")[:2])
@@ -75,7 +74,7 @@ def autocast_ctx(cfg: Config, device: torch.device):
 
 def use_channels_last(cfg: Config, device: torch.device) -> bool:
     # CUDA tensor cores want NHWC; so do oneDNN's CPU kernels on AVX-512 machines (1.14x per
-    # Lite-HRNet step on the EPYC, README "CPU speed"; about even on older AVX2 ones)
+    # Lite-HRNet step on the EPYC, docs/performance.md; about even on older AVX2 ones)
     return bool(cfg.train.channels_last) and device.type in ("cuda", "cpu")
 
 

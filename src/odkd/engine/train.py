@@ -14,7 +14,7 @@ this module (epochs, evaluation, checkpoints), :mod:`odkd.engine.step` (one opti
 and its objective, LR, optimizer), :mod:`odkd.engine.loader` (samplers, loader) and
 :mod:`odkd.engine.checkpointing` (what may change on resume, the finite-model check, log.csv).
 
-Speed knobs (see README, performance): ``data.device_aug`` (crop, flip, colour jitter and
+Speed knobs (docs/performance.md): ``data.device_aug`` (crop, flip, colour jitter and
 targets batched on the device, :mod:`odkd.data.device_aug`), ``train.amp=bf16``,
 ``train.channels_last`` (CUDA and CPU), ``train.compile`` (student and teachers;
 ``compile_mode: reduce-overhead`` adds CUDA graphs), fused Adam/AdamW (CUDA; CPU from torch 2.4),

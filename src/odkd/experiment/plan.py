@@ -68,8 +68,7 @@ class ExperimentConfig:
     # threshold sweep: {odkd_tau03: [distill.schedule=orderly, distill.binarize_tau=0.3]})
     variants: dict = field(default_factory=dict)
     # Runs trained at once, each in its own process with `threads_per_job` torch threads. On
-    # a 2-core CPU two 1-thread runs do more work per second than one 2-thread run (README,
-    # "Converged distillation table"); a run starts once the teachers it needs are done.
+    # a 2-core CPU two 1-thread runs do more work per second than one 2-thread run (docs/performance.md); a run starts once the teachers it needs are done.
     jobs: int = 1
     threads_per_job: int = 1
 

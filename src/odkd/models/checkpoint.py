@@ -1,6 +1,6 @@
 """Checkpoint I/O: the odkd format, and loading official HRNet / mmpose / ``module.`` files.
 
-odkd checkpoint (see DEVELOPERS.md)::
+odkd checkpoint (see docs/development.md)::
 
     {"format": "odkd", "version": 1,
      "model": {"name": str, "num_joints": int, "with_mask": bool},

@@ -42,7 +42,7 @@ def inference_copy(model: nn.Module, channels_last: bool) -> nn.Module:
 
     Why: at one CPU thread a Lite-HRNet-18 flip-test forward of a batch of 64 crops runs
     1.6x faster folded in channels_last than as trained (NCHW, BN separate; tools/step_pair.py,
-    README "Training throughput"); evaluation is ~12 % of a converged-table run."""
+    docs/performance.md); evaluation is ~12 % of a converged-table run."""
     net = copy.deepcopy(model).eval()
     fold_batchnorm(net)
     if channels_last:

@@ -44,7 +44,7 @@ class Pointwise(nn.Conv2d):
     on it with no copy. oneDNN's convolution adds a fixed cost per call that dominates at
     Lite-HRNet's small maps (205 of its 302 convs are 1x1, many on 1x1 or 6x4 maps): fwd + bwd
     of all 1x1 convs of a batch-16 64x96 step took 147 ms as convs and 89 ms as matmuls at one
-    thread on an AVX2 EPYC (README "Training throughput"). NCHW inputs and other devices keep
+    thread on an AVX2 EPYC (docs/performance.md). NCHW inputs and other devices keep
     the conv kernel (cuDNN has no such overhead; the ONNX export traces NCHW)."""
 
     def __init__(self, cin: int, cout: int, bias: bool = True):

@@ -26,8 +26,8 @@ SPLITS = ("train", "val", "occluded")
 # walking, arms raised) within 45 degrees of facing the camera; `medium`: every pose kind, but
 # within 60 degrees of facing the camera (no back views, so left/right is never ambiguous).
 DIFFICULTIES = ("easy", "medium", "hard")
-# The default is the level that separates model sizes at demo scale (README "Model size at
-# demo scale": HRNet-W32 ahead of Lite-HRNet-18 on every seed; `easy` barely separates them,
+# The default is the level that separates model sizes at demo scale (docs/results.md "Model
+# size": HRNet-W32 ahead of Lite-HRNet-18 on every seed; `easy` barely separates them,
 # and on `hard` nothing leaves AP ~0 within a CPU budget). commands/synth.py and
 # experiment.SynthSpec repeat the name (no OpenCV import to build the CLI); a test checks it.
 DEFAULT_DIFFICULTY = "medium"
