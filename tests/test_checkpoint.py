@@ -238,7 +238,7 @@ def test_nan_producing_weights_are_refused(source_sd, tmp_path, key, value, mess
     assert key in sd
     sd[key].view(-1)[0] = value
     path = tmp_path / "bad.pth"
-    torch.save(sd, path)   # official layout, as the W32
+    torch.save(sd, path)   # official layout, as an official W32 file
     with pytest.raises(CheckpointError, match=f"{path}: {key}.*" + message.split(" has ")[1]):
         build_from_checkpoint(path, name="hrnet_w16", verbose=False)
 
