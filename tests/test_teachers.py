@@ -132,15 +132,15 @@ def test_blazepose_to_coco_mapping():
     outs = [lm.reshape(1, -1), np.array([[0.9]], np.float32), np.zeros((1, 256, 256, 1)),
             np.full((1, 64, 64, 39), -10.0, np.float32), np.zeros((1, 117))]
     names = ["Identity", "Identity_1", "Identity_2", "Identity_3", "Identity_4"]
-    codec = BlazePoseCodec(FakeRunner(outs, names))
+    codec = BlazePoseCodec(FakeRunner(outs, names), confidence="visibility")
     out = codec.postprocess(outs)
     assert np.allclose(out["keypoints"][:, 0], 4 * np.array(BLAZEPOSE_TO_COCO) + 0.5)
     assert np.allclose(out["keypoints"][:, 1], 100.0)
     assert np.allclose(out["keypoints"][:, 2], 0.5)       # sigmoid(0)
     assert out["heatmaps"].shape == (17, 64, 64) and out["mask"].shape == (256, 256)
     assert np.allclose(out["mask"], 0.5)
-    presence = BlazePoseCodec(FakeRunner(outs, names), confidence="visibility*flag")
-    assert np.allclose(presence.postprocess(outs)["keypoints"][:, 2], 0.45)
+    flag = BlazePoseCodec(FakeRunner(outs, names))            # default: visibility x flag
+    assert np.allclose(flag.postprocess(outs)["keypoints"][:, 2], 0.45)
 
 
 def test_refine_from_heatmaps_follows_mediapipe():
@@ -353,3 +353,40 @@ def test_teacher_finds_the_person(real_mini):
     print(f"movenet-lightning on {img['file_name']}: median joint error {np.median(err):.1f} px "
           f"(box {w:.0f} px)")
     assert np.median(err) < 0.1 * w
+
+
+def test_onnx_runner_runs_and_refuses_a_bad_file(tmp_path):
+    onnx = pytest.importorskip("onnx", reason="onnx not installed")
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    from onnx import TensorProto, helper
+
+    from odkd.teachers.runtime import make_runner
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [1], [2.0])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "g", [x], [y],
+                              initializer=[two])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    runner = make_runner(str(path), "onnx", num_threads=1)
+    assert runner.input_details[0]["shape"] == (1, 4)
+    out = runner.run([np.arange(4, dtype=np.float32)[None]])
+    assert np.array_equal(out[0], [[0, 2, 4, 6]])
+    path.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a loadable ONNX model") as e:
+        make_runner(str(path), "onnx")
+    assert "\n" not in str(e.value)
+
+
+def test_list_shows_every_model(tmp_path, monkeypatch, capsys):
+    from odkd.cli import main
+
+    monkeypatch.setenv("ODKD_CACHE", str(tmp_path))
+    assert main(["teachers", "list"]) == 0
+    text = capsys.readouterr().out
+    for name, m in store.MODELS.items():
+        assert name in text and m.file in text
+    assert "missing" in text and "present" not in text

@@ -28,13 +28,15 @@ def register(sub) -> None:
     ls.set_defaults(func=run_list)
 
     ev = tsub.add_parser(
-        "eval", help="PCK@0.2 and latency of a teacher on a COCO-format set with 12 limb joints",
+        "eval", help="PCK@0.2 and latency of teachers on a COCO-format set with 12 limb joints",
         description="Run a teacher once per annotated person on the protocol box (the extent "
                     "of the ground-truth joints, from the annotation's lsp_joints when present, "
                     "made square and enlarged 1.25x) and report PCK@0.2 over the 12 limb "
                     "joints with the right-shoulder-to-left-hip normaliser (odkd.eval.pck) and "
                     "the mean model latency per crop at batch 1.")
-    ev.add_argument("name", help="teacher name (odkd teachers list), or KEYPOINTS+MASK")
+    ev.add_argument("names", nargs="+", metavar="NAME",
+                    help="teacher name(s) (odkd teachers list); several run interleaved, "
+                         "person by person")
     ev.add_argument("--ann", required=True, help="person_keypoints json (e.g. from "
                                                  "`odkd data import lsp ... --split test`)")
     ev.add_argument("--images", default=None,
@@ -43,7 +45,7 @@ def register(sub) -> None:
     ev.add_argument("--threads", type=int, default=1, help="runtime threads")
     ev.add_argument("--confidence", default=None,
                     help="BlazePose confidence: visibility, visibility*presence or "
-                         "visibility*flag")
+                         "visibility*flag (default)")
     ev.add_argument("--no-refine", action="store_true",
                     help="BlazePose: the regressed landmarks as they are, without MediaPipe's "
                          "refinement from its heatmaps")
@@ -83,6 +85,37 @@ def run_list(args) -> int:
     return 0
 
 
+def confidence_auc(pred: np.ndarray, gt: np.ndarray, alpha: float = 0.2) -> float:
+    """How well the teacher's confidence tells its correct limb joints from its wrong ones:
+    the probability that a correct joint (PCK@alpha) has a higher confidence than a wrong one
+    (ROC AUC by ranks; ties count half). A distillation loss weighted by confidence needs this
+    high; PCK does not look at confidence at all."""
+    from odkd.eval.pck import LIMB_IDS, TORSO
+    from odkd.keypoints import COCO_KEYPOINTS
+
+    a, b = (COCO_KEYPOINTS.index(n) for n in TORSO)
+    norm = np.linalg.norm(gt[:, a, :2] - gt[:, b, :2], axis=1)
+    dist = np.linalg.norm(pred[:, LIMB_IDS, :2] - gt[:, LIMB_IDS, :2], axis=2)
+    scored = (gt[:, LIMB_IDS, 2] > 0) & (norm[:, None] > 0)
+    hit = (dist <= alpha * norm[:, None])[scored]
+    conf = pred[:, LIMB_IDS, 2][scored]
+    n_pos, n_neg = int(hit.sum()), int((~hit).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    # average ranks (ties share theirs), then Mann-Whitney U / (n_pos n_neg)
+    order = np.argsort(conf, kind="mergesort")
+    ranks = np.empty(len(conf))
+    sc = conf[order]
+    i = 0
+    while i < len(sc):
+        j = i
+        while j + 1 < len(sc) and sc[j + 1] == sc[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[hit].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def run_eval(args) -> int:
     import cv2
 
@@ -106,48 +139,66 @@ def run_eval(args) -> int:
     opts = {"confidence": args.confidence} if args.confidence else {}
     if args.no_refine:
         opts["refine"] = False
-    teacher = get_teacher(args.name, num_threads=args.threads, **opts)
-    kp_teacher = getattr(teacher, "keypoints_teacher", teacher)
+    teachers = {}
+    for name in args.names:
+        t = get_teacher(name, num_threads=args.threads,
+                        **(opts if name.startswith("blazepose") else {}))
+        teachers[name] = getattr(t, "keypoints_teacher", t)
     k = len(f.category["keypoints"])
-    preds, gts, results = [], [], []
+    preds = {n: [] for n in teachers}
+    gts, results = [], {n: [] for n in teachers}
     t0 = time.perf_counter()
-    cache: dict[int, np.ndarray] = {}
+    image_id, image = None, None
     for i, a in enumerate(anns):
-        if a["image_id"] not in cache:
-            cache.clear()
+        if a["image_id"] != image_id:
             img_info = f.images[a["image_id"]]
             path = os.path.join(images, img_info["file_name"])
             bgr = cv2.imread(path, cv2.IMREAD_COLOR)
             if bgr is None:
                 raise DataError(f"{args.ann}: image {a['image_id']} field file_name: "
                                 f"{path} is missing or not an image")
-            cache[a["image_id"]] = np.ascontiguousarray(bgr[:, :, ::-1])
+            image_id, image = a["image_id"], np.ascontiguousarray(bgr[:, :, ::-1])
         gt = np.asarray(a["keypoints"], np.float64).reshape(k, 3)
         joints = np.asarray(a["lsp_joints"], np.float64).reshape(-1, 3) \
             if "lsp_joints" in a else gt
         if not (joints[:, 2] > 0).any():
             continue
         x, y, w, h = protocol_box(joints)
-        p = kp_teacher.predict(cache[a["image_id"]], [[x + w / 2, y + h / 2]], [[w, h]])[0]
-        kp = p["keypoints_image"]
-        preds.append(kp)
         gts.append(gt)
-        results.append({"image_id": a["image_id"], "ann_id": a["id"], "category_id": 1,
-                        "keypoints": [round(float(v), 2) for v in kp.ravel()],
-                        "score": float(kp[:, 2].mean())})
+        # the teachers take turns on each person, so a slower stretch of the machine
+        # falls on all of them alike
+        for name, t in teachers.items():
+            kp = t.predict(image, [[x + w / 2, y + h / 2]], [[w, h]])[0]["keypoints_image"]
+            preds[name].append(kp)
+            results[name].append({"image_id": a["image_id"], "ann_id": a["id"],
+                                  "category_id": 1,
+                                  "keypoints": [round(float(v), 2) for v in kp.ravel()],
+                                  "score": float(kp[:, 2].mean())})
         if (i + 1) % 200 == 0:
             print(f"  {i + 1}/{len(anns)} people", file=sys.stderr)
     wall = time.perf_counter() - t0
-    res = pck(np.array(preds), np.array(gts), 0.2)
-    secs = np.array(kp_teacher.model_seconds)
-    report = {"teacher": args.name, "ann": args.ann, "people": len(preds),
-              "threads": args.threads, **res.as_dict(),
-              "latency_ms_mean": float(1000 * secs.mean()),
-              "latency_ms_median": float(1000 * np.median(secs)), "wall_s": round(wall, 1)}
-    print(f"{args.name}: {res.summary()}; model latency {report['latency_ms_mean']:.1f} ms "
-          f"mean, {report['latency_ms_median']:.1f} ms median per crop (batch 1, "
-          f"{args.threads} thread{'s' if args.threads != 1 else ''}); {wall:.0f} s")
-    print(json.dumps(report))
+    gt_all = np.array(gts)
+    reports = []
+    for name, t in teachers.items():
+        pred = np.array(preds[name])
+        res = pck(pred, gt_all, 0.2)
+        secs = np.array(t.model_seconds)
+        auc = confidence_auc(pred, gt_all)
+        extra = {"confidence": t.codec.confidence} if hasattr(t.codec, "confidence") else {}
+        if hasattr(t.codec, "refine"):
+            extra["refine"] = t.codec.refine
+        report = {"teacher": name, "ann": args.ann, "people": len(pred),
+                  "threads": args.threads, **extra, **res.as_dict(), "confidence_auc": auc,
+                  "latency_ms_mean": float(1000 * secs.mean()),
+                  "latency_ms_median": float(1000 * np.median(secs))}
+        reports.append(report)
+        print(f"{name}: {res.summary()}; confidence AUC {auc:.3f}; model latency "
+              f"{report['latency_ms_mean']:.1f} ms mean, {report['latency_ms_median']:.1f} ms "
+              f"median per crop (batch 1, {args.threads} thread"
+              f"{'s' if args.threads != 1 else ''})")
+    print(f"{len(gts)} people, {len(teachers)} teacher(s) interleaved, {wall:.0f} s")
+    for r in reports:
+        print(json.dumps(r))
     if args.out:
-        atomic_write_text(args.out, json.dumps({"report": report, "results": results}) + "\n")
+        atomic_write_text(args.out, json.dumps({"reports": reports, "results": results}) + "\n")
     return 0

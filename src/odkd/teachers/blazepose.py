@@ -62,7 +62,11 @@ class BlazePoseCodec:
     heatmap_stride = 4.0
     heatmap_origin = -0.5
 
-    def __init__(self, runner: Runner, confidence: str = "visibility", refine: bool = True):
+    # Default confidence: visibility x the pose flag. On LSP 1001-2000 it tells correct joints
+    # (PCK@0.2) from wrong ones with ROC AUC 0.74 / 0.78 / 0.65 (lite / full / heavy), against
+    # 0.63 / 0.65 / 0.58 for visibility alone; presence changes it by < 0.005
+    # (results/real_teachers).
+    def __init__(self, runner: Runner, confidence: str = "visibility*flag", refine: bool = True):
         if confidence not in CONFIDENCES:
             raise ValueError(f"confidence must be one of {CONFIDENCES}, got {confidence!r}")
         d = runner.input_details[0]
