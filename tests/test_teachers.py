@@ -390,3 +390,54 @@ def test_list_shows_every_model(tmp_path, monkeypatch, capsys):
     for name, m in store.MODELS.items():
         assert name in text and m.file in text
     assert "missing" in text and "present" not in text
+
+
+def test_confidence_auc_and_mask_iou():
+    from odkd.commands.teachers import confidence_auc, mask_iou
+
+    gt = np.zeros((4, 17, 3))
+    gt[:, :, 2] = 2
+    gt[:, 6, :2] = [0, 0]
+    gt[:, 11, :2] = [0, 100]               # torso 100 px: correct within 20 px
+    pred = gt.copy()
+    pred[:2, 5:, 0] += 50                  # people 0-1: every limb joint (bar the torso) wrong
+    pred[:, 6, 0] = pred[:, 11, 0] = gt[:, 6, 0]
+    pred[:2, :, 2], pred[2:, :, 2] = 0.2, 0.9   # ... and less confident
+    assert confidence_auc(pred, gt) > 0.9
+    pred[:, :, 2] = 0.5                    # all tied: no information
+    assert confidence_auc(pred, gt) == pytest.approx(0.5)
+    a = np.zeros((8, 8))
+    a[:4] = 1
+    assert mask_iou(a * 0.9, a) == 1.0 and mask_iou(a * 0.4, a) == 0.0
+    assert mask_iou(np.zeros((8, 8)), np.zeros((8, 8))) == 1.0
+
+
+def test_eval_command_scores_joints_and_masks(tmp_path, capsys):
+    _need("blazepose-lite")
+    import json
+
+    from odkd.cli import main
+
+    image = _photo()
+    h, w = image.shape[:2]
+    cv2.imwrite(str(tmp_path / "a.jpg"), image[:, :, ::-1])
+    kp = np.zeros((17, 3))
+    kp[5:, 0] = np.linspace(0.3 * w, 0.7 * w, 12)
+    kp[5:, 1] = np.linspace(0.2 * h, 0.9 * h, 12)
+    kp[5:, 2] = 2
+    poly = [0.3 * w, 0.1 * h, 0.7 * w, 0.1 * h, 0.7 * w, 0.95 * h, 0.3 * w, 0.95 * h]
+    ann = {"images": [{"id": 1, "file_name": "a.jpg", "width": w, "height": h}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                            "bbox": [0.3 * w, 0.1 * h, 0.4 * w, 0.85 * h], "area": 1.0,
+                            "num_keypoints": 12, "keypoints": kp.ravel().tolist(),
+                            "segmentation": [poly]}],
+           "categories": [{"id": 1, "name": "person", "keypoints": COCO_KEYPOINTS,
+                           "skeleton": []}]}
+    (tmp_path / "a.json").write_text(json.dumps(ann))
+    out = tmp_path / "r.json"
+    assert main(["teachers", "eval", "blazepose-lite", "--ann", str(tmp_path / "a.json"),
+                 "--images", str(tmp_path), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "PCK@0.2" in text and "mask IoU" in text
+    rep = json.loads(out.read_text())["reports"][0]
+    assert rep["people"] == 1 and 0 <= rep["pck"] <= 1 and 0 <= rep["mask_iou"] <= 1

@@ -28,12 +28,14 @@ def register(sub) -> None:
     ls.set_defaults(func=run_list)
 
     ev = tsub.add_parser(
-        "eval", help="PCK@0.2 and latency of teachers on a COCO-format set with 12 limb joints",
-        description="Run a teacher once per annotated person on the protocol box (the extent "
-                    "of the ground-truth joints, from the annotation's lsp_joints when present, "
-                    "made square and enlarged 1.25x) and report PCK@0.2 over the 12 limb "
-                    "joints with the right-shoulder-to-left-hip normaliser (odkd.eval.pck) and "
-                    "the mean model latency per crop at batch 1.")
+        "eval", help="PCK@0.2, mask IoU and latency of teachers on a COCO-format set",
+        description="Run each teacher once per annotated person on the protocol box (the "
+                    "extent of the ground-truth joints, from the annotation's lsp_joints when "
+                    "present, else of its box, made square and enlarged 1.25x) and report "
+                    "PCK@0.2 over the 12 limb joints with the right-shoulder-to-left-hip "
+                    "normaliser (odkd.eval.pck) where joints are labelled, mask IoU against "
+                    "the instance mask in the crop's frame where the annotation has one and "
+                    "the teacher gives a mask, and the mean model latency per crop at batch 1.")
     ev.add_argument("names", nargs="+", metavar="NAME",
                     help="teacher name(s) (odkd teachers list); several run interleaved, "
                          "person by person")
@@ -49,6 +51,9 @@ def register(sub) -> None:
     ev.add_argument("--no-refine", action="store_true",
                     help="BlazePose: the regressed landmarks as they are, without MediaPipe's "
                          "refinement from its heatmaps")
+    ev.add_argument("--mask-size", type=int, default=64,
+                    help="mask IoU: side of the square crop frame the masks are compared in "
+                         "(the student's heatmap resolution)")
     ev.add_argument("--out", default=None, help="write the results (json) here")
     ev.set_defaults(func=run_eval)
 
@@ -116,12 +121,21 @@ def confidence_auc(pred: np.ndarray, gt: np.ndarray, alpha: float = 0.2) -> floa
     return float((ranks[hit].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    """IoU of a probability mask (> 0.5) and a {0, 1} mask; 1 when both are empty."""
+    p, g = pred > 0.5, gt > 0.5
+    union = (p | g).sum()
+    return float((p & g).sum() / union) if union else 1.0
+
+
 def run_eval(args) -> int:
     import cv2
 
     from odkd.data.coco import read_person_keypoints
+    from odkd.data.targets import ann_to_mask, warp_mask
     from odkd.errors import DataError
     from odkd.eval.pck import pck, protocol_box
+    from odkd.geometry import get_affine_transform
     from odkd.teachers import get_teacher
     from odkd.utils import atomic_write_text
 
@@ -143,9 +157,13 @@ def run_eval(args) -> int:
     for name in args.names:
         t = get_teacher(name, num_threads=args.threads,
                         **(opts if name.startswith("blazepose") else {}))
-        teachers[name] = getattr(t, "keypoints_teacher", t)
+        kp_t = getattr(t, "keypoints_teacher", t)
+        mask_t = getattr(t, "mask_teacher", t if t.has_mask else None)
+        teachers[name] = (kp_t, mask_t)
     k = len(f.category["keypoints"])
+    size = (args.mask_size, args.mask_size)
     preds = {n: [] for n in teachers}
+    ious: dict[str, list[float]] = {n: [] for n in teachers}
     gts, results = [], {n: [] for n in teachers}
     t0 = time.perf_counter()
     image_id, image = None, None
@@ -161,42 +179,79 @@ def run_eval(args) -> int:
         gt = np.asarray(a["keypoints"], np.float64).reshape(k, 3)
         joints = np.asarray(a["lsp_joints"], np.float64).reshape(-1, 3) \
             if "lsp_joints" in a else gt
-        if not (joints[:, 2] > 0).any():
+        labelled = bool((gt[:, 2] > 0).any())
+        if (joints[:, 2] > 0).any():
+            x, y, w, h = protocol_box(joints)
+        elif a.get("bbox") and a["bbox"][2] > 0 and a["bbox"][3] > 0:
+            bx, by, bw, bh = a["bbox"]   # the same rule on the box's corners
+            x, y, w, h = protocol_box(np.array([[bx, by], [bx + bw, by + bh]]))
+        else:
             continue
-        x, y, w, h = protocol_box(joints)
-        gts.append(gt)
+        center, scale = np.array([x + w / 2, y + h / 2]), np.array([w, h])
+        gt_mask = None
+        if a.get("segmentation") and any(m is not None for _, m in teachers.values()):
+            # the student's mask target: the instance mask in the crop's heatmap frame
+            full = ann_to_mask(a["segmentation"], f.images[a["image_id"]]["height"],
+                               f.images[a["image_id"]]["width"],
+                               where=f"{args.ann}: annotation id {a['id']}")
+            gt_mask = warp_mask(full, get_affine_transform(center, scale, 0.0, size), size)
+        if labelled:
+            gts.append(gt)
         # the teachers take turns on each person, so a slower stretch of the machine
         # falls on all of them alike
-        for name, t in teachers.items():
-            kp = t.predict(image, [[x + w / 2, y + h / 2]], [[w, h]])[0]["keypoints_image"]
-            preds[name].append(kp)
-            results[name].append({"image_id": a["image_id"], "ann_id": a["id"],
-                                  "category_id": 1,
-                                  "keypoints": [round(float(v), 2) for v in kp.ravel()],
-                                  "score": float(kp[:, 2].mean())})
+        for name, (kp_t, mask_t) in teachers.items():
+            if not labelled and (gt_mask is None or mask_t is None):
+                continue
+            p = kp_t.predict(image, [center], [scale])[0]
+            if labelled:
+                kp = p["keypoints_image"]
+                preds[name].append(kp)
+                results[name].append({"image_id": a["image_id"], "ann_id": a["id"],
+                                      "category_id": 1,
+                                      "keypoints": [round(float(v), 2) for v in kp.ravel()],
+                                      "score": float(kp[:, 2].mean())})
+            if gt_mask is not None and mask_t is not None:
+                pm = p if mask_t is kp_t else mask_t.predict(image, [center], [scale])[0]
+                m = kp_t.to_student(pm, center, scale, 0.0, size)["mask"]
+                ious[name].append(mask_iou(m, gt_mask))
         if (i + 1) % 200 == 0:
             print(f"  {i + 1}/{len(anns)} people", file=sys.stderr)
     wall = time.perf_counter() - t0
+    if not gts and not any(ious.values()):
+        raise DataError(f"{args.ann}: nothing to score: no person has labelled joints or (for a "
+                        "mask teacher) a segmentation")
     gt_all = np.array(gts)
     reports = []
-    for name, t in teachers.items():
-        pred = np.array(preds[name])
-        res = pck(pred, gt_all, 0.2)
-        secs = np.array(t.model_seconds)
-        auc = confidence_auc(pred, gt_all)
+    for name, (t, mask_t) in teachers.items():
+        secs = np.array(t.model_seconds + (mask_t.model_seconds if mask_t not in (None, t)
+                                           else []))
         extra = {"confidence": t.codec.confidence} if hasattr(t.codec, "confidence") else {}
         if hasattr(t.codec, "refine"):
             extra["refine"] = t.codec.refine
-        report = {"teacher": name, "ann": args.ann, "people": len(pred),
-                  "threads": args.threads, **extra, **res.as_dict(), "confidence_auc": auc,
-                  "latency_ms_mean": float(1000 * secs.mean()),
-                  "latency_ms_median": float(1000 * np.median(secs))}
+        report = {"teacher": name, "ann": args.ann, "threads": args.threads, **extra}
+        parts = []
+        if gts:
+            pred = np.array(preds[name])
+            res = pck(pred, gt_all, 0.2)
+            auc = confidence_auc(pred, gt_all)
+            report.update(res.as_dict(), confidence_auc=auc)
+            parts.append(f"{res.summary()}; confidence AUC {auc:.3f}")
+        if ious[name]:
+            report.update(mask_iou=float(np.mean(ious[name])), mask_people=len(ious[name]),
+                          mask_size=args.mask_size)
+            parts.append(f"mask IoU {np.mean(ious[name]):.3f} over {len(ious[name])} people "
+                         f"({args.mask_size}x{args.mask_size} crop frame, > 0.5)")
         reports.append(report)
-        print(f"{name}: {res.summary()}; confidence AUC {auc:.3f}; model latency "
-              f"{report['latency_ms_mean']:.1f} ms mean, {report['latency_ms_median']:.1f} ms "
-              f"median per crop (batch 1, {args.threads} thread"
-              f"{'s' if args.threads != 1 else ''})")
-    print(f"{len(gts)} people, {len(teachers)} teacher(s) interleaved, {wall:.0f} s")
+        if not parts:
+            print(f"{name}: nothing to score (no labelled joints, and "
+                  f"{'no segmentation' if mask_t is not None else 'it gives no mask'})")
+            continue
+        report.update(latency_ms_mean=float(1000 * secs.mean()),
+                      latency_ms_median=float(1000 * np.median(secs)))
+        print(f"{name}: {'; '.join(parts)}; model latency {report['latency_ms_mean']:.1f} ms "
+              f"mean, {report['latency_ms_median']:.1f} ms median per crop (batch 1, "
+              f"{args.threads} thread{'s' if args.threads != 1 else ''})")
+    print(f"{len(anns)} people, {len(teachers)} teacher(s) interleaved, {wall:.0f} s")
     for r in reports:
         print(json.dumps(r))
     if args.out:

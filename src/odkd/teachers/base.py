@@ -122,6 +122,29 @@ class Teacher:
         return results
 
     # ---------------------------------------------------------------- the student's frame
+    @staticmethod
+    def to_student(pred: dict, center, scale, rotation: float, heatmap_size,
+                   own_heatmaps: bool = False) -> dict:
+        """One :meth:`predict` result mapped into the student crop's heatmap frame
+        (``heatmap_size`` (w, h)): keypoints (17, 3), mask (h, w) and own heatmaps
+        (17, h, w) where the model gives them."""
+        w, h = heatmap_size
+        to_hm = _h(get_affine_transform(center, scale, rotation, (w, h)))
+        input_to_hm = to_hm @ pred["input_to_image"]
+        kp = np.array(pred["keypoints"], dtype=np.float32, copy=True)
+        kp[:, :2] = affine_points(kp[:, :2], input_to_hm[:2])
+        out = {"keypoints": kp}
+        if "mask" in pred:
+            m = (input_to_hm @ _h(pred["mask_to_input"]))[:2]
+            out["mask"] = cv2.warpAffine(pred["mask"], m, (w, h), flags=cv2.INTER_LINEAR,
+                                         borderValue=0.0)
+        if own_heatmaps and "heatmaps" in pred:
+            m = (input_to_hm @ _h(pred["heatmap_to_input"]))[:2]
+            out["own_heatmaps"] = np.stack([
+                cv2.warpAffine(c, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0.0)
+                for c in pred["heatmaps"]])
+        return out
+
     def __call__(self, image: np.ndarray, centers, scales, rotations, codec_or_heatmap_size,
                  own_heatmaps: bool = False) -> dict:
         """See the module docstring. ``own_heatmaps``: also return the model's own heatmaps
@@ -135,18 +158,13 @@ class Teacher:
         kps = np.zeros((len(preds), 17, 3), dtype=np.float32)
         masks, owns = [], []
         for i, p in enumerate(preds):
-            to_hm = _h(get_affine_transform(centers[i], scales[i], float(rotations[i]), (w, h)))
-            input_to_hm = to_hm @ p["input_to_image"]
-            kps[i, :, :2] = affine_points(p["keypoints"][:, :2], input_to_hm[:2])
-            kps[i, :, 2] = p["keypoints"][:, 2]
-            if "mask" in p:
-                m = input_to_hm @ _h(p["mask_to_input"])
-                masks.append(cv2.warpAffine(p["mask"], m[:2], (w, h), flags=cv2.INTER_LINEAR,
-                                            borderValue=0.0))
-            if own_heatmaps and "heatmaps" in p:
-                m = (input_to_hm @ _h(p["heatmap_to_input"]))[:2]
-                owns.append(np.stack([cv2.warpAffine(c, m, (w, h), flags=cv2.INTER_LINEAR,
-                                                     borderValue=0.0) for c in p["heatmaps"]]))
+            o = self.to_student(p, centers[i], scales[i], float(rotations[i]), (w, h),
+                                own_heatmaps)
+            kps[i] = o["keypoints"]
+            if "mask" in o:
+                masks.append(o["mask"])
+            if "own_heatmaps" in o:
+                owns.append(o["own_heatmaps"])
         out = {"keypoints": kps, "heatmaps": render_heatmaps(kps, (w, h), sigma)}
         if masks:
             out["mask"] = np.clip(np.stack(masks)[:, None], 0.0, 1.0).astype(np.float32)
