@@ -143,6 +143,22 @@ def test_blazepose_to_coco_mapping():
     assert np.allclose(flag.postprocess(outs)["keypoints"][:, 2], 0.45)
 
 
+def test_blazepose_keypoints_from_own_heatmaps():
+    lm = np.zeros((39, 5), np.float32)
+    hm = np.full((1, 64, 64, 39), -10.0, np.float32)
+    hm[0, 20, 30, :] = 5.0              # every joint peaks at heatmap pixel (30, 20)
+    hm[0, 20, 31, :] = 3.0              # quarter offset towards column 31
+    outs = [lm.reshape(1, -1), np.array([[1.0]], np.float32), np.zeros((1, 256, 256, 1)), hm,
+            np.zeros((1, 117))]
+    names = ["Identity", "Identity_1", "Identity_2", "Identity_3", "Identity_4"]
+    codec = BlazePoseCodec(FakeRunner(outs, names), keypoints="heatmaps")
+    kp = codec.postprocess(outs)["keypoints"]
+    # pixel c of the 64x64 map sits at input pixel-centre coordinate 4 c - 0.5
+    assert np.allclose(kp[:, 0], 4 * 30.25 - 0.5) and np.allclose(kp[:, 1], 4 * 20 - 0.5)
+    with pytest.raises(ValueError):
+        BlazePoseCodec(FakeRunner(outs, names), keypoints="nope")
+
+
 def test_refine_from_heatmaps_follows_mediapipe():
     heat = np.zeros((2, 64, 64), np.float32)
     heat[0, 20, 30] = heat[0, 20, 31] = 0.9      # peak between columns 30 and 31, row 20
@@ -306,7 +322,7 @@ def test_parity_with_the_runtime_called_directly(name):
     center = np.array([w / 2, h / 2], np.float32)
     scale = np.array([0.8 * w, 0.8 * w * 4 / 3], np.float32)
     rot = 15.0
-    opts = {"refine": False} if name.startswith("blazepose") else {}
+    opts = {"keypoints": "landmarks"} if name.startswith("blazepose") else {}
     teacher = get_teacher(name, num_threads=1, **opts)
     out = teacher(image, [center], [scale], [rot], (48, 64))
 

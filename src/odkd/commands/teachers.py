@@ -48,9 +48,10 @@ def register(sub) -> None:
     ev.add_argument("--confidence", default=None,
                     help="BlazePose confidence: visibility, visibility*presence or "
                          "visibility*flag (default)")
-    ev.add_argument("--no-refine", action="store_true",
-                    help="BlazePose: the regressed landmarks as they are, without MediaPipe's "
-                         "refinement from its heatmaps")
+    ev.add_argument("--keypoints", default=None, choices=["refined", "landmarks", "heatmaps"],
+                    help="BlazePose keypoints: landmarks refined from its heatmaps as MediaPipe "
+                         "does (default), the raw landmarks, or its own heatmaps decoded by "
+                         "odkd (argmax + quarter offset)")
     ev.add_argument("--mask-size", type=int, default=64,
                     help="mask IoU: side of the square crop frame the masks are compared in "
                          "(the student's heatmap resolution)")
@@ -151,8 +152,8 @@ def run_eval(args) -> int:
     if not anns:
         raise DataError(f"{args.ann}: no person annotations to score")
     opts = {"confidence": args.confidence} if args.confidence else {}
-    if args.no_refine:
-        opts["refine"] = False
+    if args.keypoints:
+        opts["keypoints"] = args.keypoints
     teachers = {}
     for name in args.names:
         t = get_teacher(name, num_threads=args.threads,
@@ -226,8 +227,8 @@ def run_eval(args) -> int:
         secs = np.array(t.model_seconds + (mask_t.model_seconds if mask_t not in (None, t)
                                            else []))
         extra = {"confidence": t.codec.confidence} if hasattr(t.codec, "confidence") else {}
-        if hasattr(t.codec, "refine"):
-            extra["refine"] = t.codec.refine
+        if hasattr(t.codec, "keypoints"):
+            extra["keypoints"] = t.codec.keypoints
         report = {"teacher": name, "ann": args.ann, "threads": args.threads, **extra}
         parts = []
         if gts:

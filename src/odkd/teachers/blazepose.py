@@ -20,6 +20,9 @@ from odkd.teachers.runtime import Runner
 BLAZEPOSE_TO_COCO = [0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28]
 
 CONFIDENCES = ("visibility", "visibility*presence", "visibility*flag")
+# where the keypoints come from: MediaPipe's refined landmarks, the raw regressed landmarks,
+# or the model's own heatmaps decoded by odkd (argmax + quarter offset)
+KEYPOINT_SOURCES = ("refined", "landmarks", "heatmaps")
 
 
 def sigmoid(x):
@@ -66,7 +69,8 @@ class BlazePoseCodec:
     # (PCK@0.2) from wrong ones with ROC AUC 0.74 / 0.78 / 0.65 (lite / full / heavy), against
     # 0.63 / 0.65 / 0.58 for visibility alone; presence changes it by < 0.005
     # (results/real_teachers).
-    def __init__(self, runner: Runner, confidence: str = "visibility*flag", refine: bool = True):
+    def __init__(self, runner: Runner, confidence: str = "visibility*flag",
+                 keypoints: str = "refined"):
         if confidence not in CONFIDENCES:
             raise ValueError(f"confidence must be one of {CONFIDENCES}, got {confidence!r}")
         d = runner.input_details[0]
@@ -75,7 +79,9 @@ class BlazePoseCodec:
             raise ValueError(f"BlazePose input must be (1, H, W, 3), got {shape}")
         self.input_size = (int(shape[2]), int(shape[1]))
         self.confidence = confidence
-        self.refine = bool(refine)
+        if keypoints not in KEYPOINT_SOURCES:
+            raise ValueError(f"keypoints must be one of {KEYPOINT_SOURCES}, got {keypoints!r}")
+        self.keypoints = keypoints
         names = [o["name"] for o in runner.output_details]
         want = ["Identity", "Identity_1", "Identity_2", "Identity_3"]
         missing = [n for n in want if n not in names]
@@ -87,9 +93,22 @@ class BlazePoseCodec:
     def preprocess(self, crop_rgb: np.ndarray) -> list[np.ndarray]:
         return [crop_rgb[None].astype(np.float32) * np.float32(1.0 / 255.0)]
 
+    def _decode_own(self, hm: np.ndarray) -> np.ndarray:
+        """(17, h, w) own heatmaps -> (17, 2) input pixel-centre coordinates, by odkd's decoder:
+        a crop of centre c and size s over the h x w map maps u to c + (u - w / 2) s / w, which
+        is stride * u + origin for c = (w * stride / 2 + origin), s = w * stride."""
+        from odkd.codec import decode_heatmaps
+
+        h, w = hm.shape[1:]
+        st, o = self.heatmap_stride, self.heatmap_origin
+        center = np.array([[w * st / 2 + o, h * st / 2 + o]])
+        xy, _ = decode_heatmaps(hm[None], center, np.array([[w * st, h * st]]),
+                                method="quarter")
+        return xy[0].astype(np.float64)
+
     def postprocess(self, outs: list[np.ndarray]) -> dict:
-        """keypoints (17, 3) x, y in input pixels (pixel centres at integers; refined from the
-        heatmaps as MediaPipe does unless ``refine=False``) and confidence;
+        """keypoints (17, 3) x, y in input pixels (pixel centres at integers; from
+        ``self.keypoints``, see KEYPOINT_SOURCES) and confidence;
         mask (H, W) person probability on the input pixels; heatmaps (17, 64, 64) the model's
         own heatmaps (sigmoid) in COCO order, ``heatmap_to_input`` the 2x3 affine from their
         pixels to input pixels; presence (17,) and flag ()."""
@@ -98,8 +117,12 @@ class BlazePoseCodec:
         sel = lm[BLAZEPOSE_TO_COCO]
         hm = np.asarray(outs[o["Identity_3"]], dtype=np.float32)[0]
         hm = sigmoid(hm[:, :, BLAZEPOSE_TO_COCO].transpose(2, 0, 1)).astype(np.float32)
-        xy = refine_from_heatmaps(sel[:, :2], hm, self.input_size) if self.refine \
-            else sel[:, :2]
+        if self.keypoints == "refined":
+            xy = refine_from_heatmaps(sel[:, :2], hm, self.input_size)
+        elif self.keypoints == "heatmaps":
+            xy = self._decode_own(hm) + 0.5       # continuous, like the landmarks
+        else:
+            xy = sel[:, :2]
         vis, pres = sigmoid(sel[:, 3]), sigmoid(sel[:, 4])
         flag = float(np.asarray(outs[o["Identity_1"]]).reshape(-1)[0])
         conf = {"visibility": vis, "visibility*presence": vis * pres,
