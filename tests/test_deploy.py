@@ -120,6 +120,36 @@ def test_export_cli_student_matches_pytorch(student):
     _assert_backends_agree(model, onnx_path)
 
 
+@pytest.mark.parametrize("name", sorted(__import__("odkd.models").models.MODEL_BUILDERS))
+def test_every_model_exports_at_sizes_that_do_not_divide_or_says_which_work(name, tmp_path):
+    """36x52: a multiple of the stride 4 whose stride-32 maps round up and whose Lite-HRNet
+    pools do not divide. Each model exports there, matching PyTorch, or refuses in one line
+    naming the sizes it takes (HRNet: multiples of 32)."""
+    from odkd.errors import OdkdError
+
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    spec = spec_for_model(model, input_size=(36, 52))
+    path = str(tmp_path / "m.onnx")
+    if name.startswith("hrnet"):
+        with pytest.raises(OdkdError, match="multiples of 32"):
+            export_onnx(model, spec, path)
+        return
+    _lively(model, size=(36, 52))
+    export_onnx(model, spec, path)
+    diffs = verify_onnx(model, path, batch=2, threads=1)
+    assert diffs["heatmaps"] < 1e-4 and diffs["heatmaps_ref_max_abs"] > 0.5
+    assert OrtPoseModel(path).spec.input_size == (36, 52)
+
+
+def test_input_size_off_the_heatmap_stride_is_one_line(capsys):
+    assert main(["bench", "infer", "--model", "litehrnet_18", "--input-size", "98", "98",
+                 "--threads", "1", "--iters", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "input size 98x98" in err[0] and "multiples of the heatmap " \
+        "stride 4 (e.g. 96x96)" in err[0]
+
+
 def test_onnx_metadata_round_trip(student):
     model, _, onnx_path, _ = student
     got = OrtPoseModel(onnx_path).spec

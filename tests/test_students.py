@@ -144,6 +144,10 @@ def test_litehrnet_pool_matches_adaptive_pool():
 
     from odkd.models.litehrnet import _pool_to
 
-    x = torch.randn(2, 4, 16, 12)
-    for size in [(2, 2), (4, 3), (3, 5)]:  # (3, 5) does not divide 16x12: adaptive fallback
-        torch.testing.assert_close(_pool_to(x, size), F.adaptive_avg_pool2d(x, size))
+    # float64: the two forms sum in different orders, equal to rounding
+    x = torch.randn(2, 4, 16, 12, dtype=torch.float64)
+    # (3, 5), (5, 5), (7, 9) do not divide 16x12: the matrix form, the one the ONNX
+    # exporter can write at such sizes (e.g. a 144x192 input pools 36x48 maps to 5x6)
+    for size in [(2, 2), (4, 3), (3, 5), (5, 5), (7, 9), (16, 12), (1, 1)]:
+        torch.testing.assert_close(_pool_to(x, size), F.adaptive_avg_pool2d(x, size),
+                                   rtol=1e-12, atol=1e-12)

@@ -1,5 +1,7 @@
 """``odkd export CKPT --format onnx --out model.onnx [--input-size W H] [--opset N]
-[--model NAME]``: ONNX with a dynamic batch axis, verified against PyTorch."""
+[--model NAME] [--int8 [--calib-ann FILE --calib-images DIR | --calib-synth LEVEL]]``: ONNX
+with a dynamic batch axis, verified against PyTorch; with ``--int8`` also the graph-optimised
+fp32 file and an int8 one next to it (:mod:`odkd.deploy.quantize`)."""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +24,27 @@ def register(sub) -> None:
     p.add_argument("--model", default=None, help="architecture for foreign checkpoints")
     p.add_argument("--tol", type=float, default=None,
                    help="max allowed abs difference to PyTorch (default 1e-3)")
+    q = p.add_argument_group(
+        "int8", "--int8 writes OUT as the graph-optimised fp32 model and OUT's stem + .int8.onnx "
+                "as its static int8 quantization (QDQ, per-channel int8 weights, uint8 "
+                "activations calibrated on evaluation crops of the training data)")
+    q.add_argument("--int8", action="store_true", help="also write the int8 model")
+    q.add_argument("--calib-ann", default=None,
+                   help="COCO person_keypoints json to calibrate on (default: data.train_ann "
+                        "of the checkpoint's config)")
+    q.add_argument("--calib-images", default=None,
+                   help="its image folder (default: data.train_images of the config)")
+    q.add_argument("--calib-synth", default=None, choices=["easy", "medium", "hard"],
+                   help="calibrate on freshly drawn SynthPose training images of this "
+                        "difficulty instead (seed 0, 256x256)")
+    q.add_argument("--calib-crops", type=int, default=None,
+                   help="people to calibrate on, spread over the set (default 256)")
+    q.add_argument("--calib-method", default="minmax", choices=["minmax", "percentile",
+                                                                "entropy"],
+                   help="how activation ranges are set from the calibration crops")
+    q.add_argument("--int8-ops", default="conv", choices=["conv", "all"],
+                   help="conv: quantize Conv / ConvTranspose / MatMul / Gemm (default); all: "
+                        "every operator onnxruntime can")
     p.set_defaults(func=run)
 
 
@@ -32,6 +55,14 @@ def run(args: argparse.Namespace) -> int:
     from odkd.deploy.onnx_export import DEFAULT_OPSET, VERIFY_TOL, export_onnx, verify_onnx
     from odkd.errors import OdkdError
 
+    calib_flags = [f for f, v in (("--calib-ann", args.calib_ann),
+                                  ("--calib-images", args.calib_images),
+                                  ("--calib-synth", args.calib_synth),
+                                  ("--calib-crops", args.calib_crops)) if v is not None]
+    if calib_flags and not args.int8:
+        raise OdkdError(f"{calib_flags[0]} only applies with --int8")
+    if args.calib_synth and (args.calib_ann or args.calib_images):
+        raise OdkdError("give --calib-synth or --calib-ann/--calib-images, not both")
     model, spec = load_torch_model(args.checkpoint, name=args.model, input_size=args.input_size)
     opset = args.opset or DEFAULT_OPSET
     tol = VERIFY_TOL if args.tol is None else args.tol
@@ -49,4 +80,52 @@ def run(args: argparse.Namespace) -> int:
         raise OdkdError(f"{args.out}: onnxruntime differs from PyTorch by more than {tol:g} "
                         f"({', '.join(f'{k} {v:.3g}' for k, v in bad.items())}); the export is "
                         "not faithful")
+    if args.int8:
+        export_int8(args, model, spec, tol)
     return 0
+
+
+def export_int8(args: argparse.Namespace, model, spec, tol: float) -> None:
+    """OUT -> graph-optimised fp32 (verified again), then OUT.int8.onnx calibrated on crops."""
+    import os
+    import tempfile
+
+    from odkd.deploy.onnx_export import verify_onnx
+    from odkd.deploy.quantize import (DEFAULT_CROPS, DEFAULT_OPS, calibration_crops,
+                                      compare_outputs, int8_path, optimize_fp32, quantize_onnx,
+                                      synth_calibration_set)
+    from odkd.errors import OdkdError
+
+    n = DEFAULT_CROPS if args.calib_crops is None else args.calib_crops
+    if n < 1:
+        raise OdkdError(f"--calib-crops must be >= 1, got {n}")
+    optimize_fp32(args.out, args.out)
+    diffs = verify_onnx(model, args.out, batch=2)
+    if not diffs["heatmaps"] <= tol:
+        raise OdkdError(f"{args.out}: the optimised graph differs from PyTorch by "
+                        f"{diffs['heatmaps']:.3g} > {tol:g}")
+    print(f"optimised {args.out} (onnxruntime basic graph optimisations): heatmaps max abs "
+          f"diff to PyTorch {diffs['heatmaps']:.3g}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.calib_synth:
+            ann, images = synth_calibration_set(tmp, n, args.calib_synth)
+            source = {"calibration_data": f"SynthPose train, {args.calib_synth}, seed 0"}
+        else:
+            train = spec.config.get("data", {})
+            ann = args.calib_ann or train.get("train_ann") or ""
+            images = args.calib_images or train.get("train_images") or ""
+            if not ann or not images:
+                raise OdkdError("--int8 needs calibration data: --calib-ann FILE --calib-images "
+                                "DIR, or --calib-synth LEVEL (the checkpoint's config names no "
+                                "data.train_ann / data.train_images)")
+            source = {"calibration_data": os.path.basename(ann)}
+        crops = calibration_crops(spec, ann, images, n)
+        out8 = int8_path(args.out)
+        quantize_onnx(args.out, out8, crops, method=args.calib_method,
+                      ops=DEFAULT_OPS if args.int8_ops == "conv" else None, calibration=source,
+                      log=lambda s: print(f"[odkd] {s}", flush=True))
+    cmp = compare_outputs(args.out, out8, crops[:64])
+    print(f"wrote {out8}: int8 (QDQ, per-channel weights, {len(crops)} calibration crops, "
+          f"{args.calib_method}); on 64 of those crops vs fp32: heatmaps max abs diff "
+          f"{cmp['heatmaps_max_abs_diff']:.3g} (fp32 max {cmp['heatmaps_ref_max_abs']:.3g}), "
+          f"same heatmap maximum for {100 * cmp['heatmaps_same_argmax']:.1f} % of joints")

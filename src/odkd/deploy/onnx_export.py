@@ -59,7 +59,14 @@ def export_onnx(model: nn.Module, spec: PoseSpec, out_path: str,
     dummy = torch.zeros(1, 3, h, w, device=ref.device, dtype=ref.dtype)
     try:
         with torch.no_grad():
-            wrapper(dummy)  # eager run first: readable errors (e.g. HRNet's size check)
+            # eager run first: readable errors (e.g. HRNet's size check)
+            out = wrapper(dummy)
+        got = tuple((out[0] if spec.with_mask else out).shape[-2:])
+        want = (h // spec.heatmap_stride, w // spec.heatmap_stride)
+        if got != want:
+            raise OdkdError(f"{spec.name} at input size {w}x{h} gives {got[1]}x{got[0]} "
+                            f"heatmaps, not input / {spec.heatmap_stride} = {want[1]}x{want[0]}; "
+                            "this architecture does not support that size")
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = os.path.join(tmp, "model.onnx")
             with warnings.catch_warnings():

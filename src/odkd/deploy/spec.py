@@ -111,6 +111,17 @@ def default_keypoints(num_joints: int) -> tuple[list[str], list[list[int]]]:
     return [f"kpt_{i}" for i in range(num_joints)], []
 
 
+def check_input_size(size, stride: int = 4) -> None:
+    """OdkdError naming the sizes that work unless ``size`` (width, height) is two positive
+    multiples of the heatmap stride (the heatmaps are input_size / stride, exactly)."""
+    w, h = size
+    if w > 0 and h > 0 and w % stride == 0 and h % stride == 0:
+        return
+    near = [f"{max(stride, v // stride * stride)}" for v in (w, h)]
+    raise OdkdError(f"input size {w}x{h}: width and height must be positive multiples of the "
+                    f"heatmap stride {stride} (e.g. {near[0]}x{near[1]})")
+
+
 def spec_for_model(model, cfg: Config | None = None,
                    input_size: tuple[int, int] | list[int] | None = None) -> PoseSpec:
     """Spec of a built odkd model; settings from ``cfg`` (default config when None)."""
@@ -119,6 +130,7 @@ def spec_for_model(model, cfg: Config | None = None,
     pairs = cfg.data.flip_pairs if cfg.data.flip_pairs is not None else \
         flip_pairs_from_names(names)
     size = tuple(int(v) for v in (input_size or cfg.data.input_size))
+    check_input_size(size, int(cfg.data.heatmap_stride))
     config = {k: v for k, v in cfg.to_dict().items() if k != "distill"}
     config["data"]["input_size"] = list(size)
     config["model"].update(name=str(model.odkd_name), num_joints=int(model.num_joints),

@@ -125,15 +125,27 @@ class Stem(nn.Module):
         return shuffle_cat(self.branch_a(a), self.branch_b(b))
 
 
+def _adaptive_pool_matrix(n: int, m: int, like: torch.Tensor) -> torch.Tensor:
+    """(m, n) matrix whose row i averages the inputs of adaptive average pooling's bin i:
+    ``floor(i * n / m)`` up to ``ceil((i + 1) * n / m)``, as torch's kernel does."""
+    mat = torch.zeros(m, n, dtype=like.dtype, device=like.device)
+    for i in range(m):
+        a, b = (i * n) // m, -((-(i + 1) * n) // m)
+        mat[i, a:b] = 1.0 / (b - a)
+    return mat
+
+
 def _pool_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Average-pool ``x`` to ``size``. A plain avg_pool2d when the sizes divide exactly (always
-    for inputs that are multiples of 32): the legacy ONNX exporter cannot export
-    adaptive_avg_pool2d here, and both compute the same block means."""
+    """Average-pool ``x`` to ``size``: adaptive average pooling, in a form the legacy ONNX
+    exporter can write at every input size. Where the sizes divide (every input side a
+    multiple of 32) it is a plain avg_pool2d; elsewhere two matrix products with fixed
+    averaging matrices, since the exporter refuses adaptive_avg_pool2d at sizes that do not
+    divide. Both compute the same bin means as adaptive_avg_pool2d."""
     h, w = int(x.shape[-2]), int(x.shape[-1])
     th, tw = int(size[0]), int(size[1])
     if h % th == 0 and w % tw == 0:
         return F.avg_pool2d(x, kernel_size=(h // th, w // tw))
-    return F.adaptive_avg_pool2d(x, (th, tw))
+    return _adaptive_pool_matrix(h, th, x) @ x @ _adaptive_pool_matrix(w, tw, x).t()
 
 
 class CrossResolutionWeighting(nn.Module):

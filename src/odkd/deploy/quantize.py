@@ -1,0 +1,211 @@
+"""int8 ONNX: onnxruntime static quantization of an ``odkd export`` file.
+
+``quantize_onnx`` writes two files: the fp32 graph after onnxruntime's portable graph
+optimisations (``quant_pre_process``: shape inference, constant folding, redundant nodes
+removed; the file quantization starts from and the fp32 model to compare against), and the
+int8 model in QDQ format (QuantizeLinear / DequantizeLinear pairs around each quantized
+operator, which onnxruntime fuses into int8 kernels): weights int8 per output channel,
+activations uint8 with ranges calibrated on crops of the training data. Both keep the
+``odkd.*`` metadata, so ``odkd eval``, ``odkd infer`` and ``odkd.load`` run either file
+through :class:`~odkd.deploy.ort_model.OrtPoseModel` unchanged.
+
+Calibration crops are made by the evaluation path of :class:`~odkd.data.dataset.TopDownDataset`
+(box -> padded crop -> ImageNet normalisation), so the quantizer sees exactly the inputs the
+model sees at inference.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from typing import Callable
+
+import numpy as np
+
+from odkd.deploy.spec import META_PREFIX, PoseSpec
+from odkd.errors import DataError, OdkdError
+from odkd.utils import atomic_write_bytes
+
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+DEFAULT_CROPS = 256
+# Operators quantized by default. Convolutions and matrix products carry nearly all the
+# arithmetic; the small elementwise operators between them (Lite-HRNet's sigmoid weightings,
+# additions, resizes) would each need their own quantize/dequantize pair and cost more in
+# conversions than they save, so they stay fp32 between the int8 convolutions.
+DEFAULT_OPS = ("Conv", "MatMul", "Gemm", "ConvTranspose")
+SYNTH_SOURCE = "synth"
+
+
+def int8_path(out_path: str) -> str:
+    """``model.onnx`` -> ``model.int8.onnx`` (the int8 file written next to the fp32 one)."""
+    root, ext = os.path.splitext(out_path)
+    return f"{root}.int8{ext or '.onnx'}"
+
+
+def calibration_crops(spec: PoseSpec, ann_file: str, image_dir: str,
+                      num_crops: int) -> np.ndarray:
+    """(N, 3, H, W) float32 evaluation crops (the model's own data settings: box padding,
+    input size) of ``num_crops`` people spread evenly over the records of a COCO
+    person_keypoints file (sorted by image and annotation id)."""
+    from odkd.data.coco import load_coco
+    from odkd.data.dataset import TopDownDataset
+
+    if num_crops < 1:
+        raise OdkdError(f"--calib-crops must be >= 1, got {num_crops}")
+    if not os.path.isfile(ann_file):
+        raise DataError(f"{ann_file}: calibration annotation file not found")
+    if not os.path.isdir(image_dir):
+        raise DataError(f"{image_dir}: calibration image folder not found")
+    coco = load_coco(ann_file, image_dir, train=True)
+    if coco.num_joints != spec.num_joints:
+        raise DataError(f"{ann_file}: field categories[].keypoints has {coco.num_joints} names "
+                        f"but the model has {spec.num_joints} joints")
+    if not coco.records:
+        raise DataError(f"{ann_file}: field annotations: no person with labelled keypoints to "
+                        "calibrate on")
+    data = spec.eval_config().data
+    data.cache_images = True
+    ds = TopDownDataset(coco.records, coco.flip_pairs, coco.upper_body_ids, data, train=False,
+                        return_image_mask=False)
+    n = min(num_crops, len(ds))
+    idx = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int))
+    return np.stack([ds[int(i)]["image"].numpy() for i in idx]).astype(np.float32)
+
+
+def synth_calibration_set(out_dir: str, num_crops: int, difficulty: str, seed: int = 0,
+                          size: tuple[int, int] = (256, 256)) -> tuple[str, str]:
+    """Draw SynthPose training images (about two people each) for ``num_crops`` crops into
+    ``out_dir``; returns (annotation file, image folder)."""
+    from odkd.synth import generate_split
+
+    images = max(1, math.ceil(num_crops / 2))
+    generate_split(out_dir, "train", images, seed, size=size, difficulty=difficulty,
+                   workers=1, progress=False)
+    return (os.path.join(out_dir, "annotations", "person_keypoints_train.json"),
+            os.path.join(out_dir, "train"))
+
+
+class _CropReader:
+    """onnxruntime's CalibrationDataReader protocol over an array of crops, in batches."""
+
+    def __init__(self, input_name: str, crops: np.ndarray, batch: int = 16) -> None:
+        self.input_name, self.crops, self.batch, self.pos = input_name, crops, batch, 0
+
+    def get_next(self):
+        if self.pos >= len(self.crops):
+            return None
+        x = self.crops[self.pos:self.pos + self.batch]
+        self.pos += self.batch
+        return {self.input_name: np.ascontiguousarray(x)}
+
+    def rewind(self) -> None:
+        self.pos = 0
+
+
+def _write_with_metadata(proto, meta: dict[str, str], out_path: str) -> None:
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    proto.producer_name = "odkd"
+    atomic_write_bytes(out_path, proto.SerializeToString())
+
+
+def _metadata(path: str) -> dict[str, str]:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+
+
+def optimize_fp32(src: str, dst: str) -> None:
+    """The fp32 graph after onnxruntime's portable (basic-level) graph optimisations, with the
+    metadata of ``src``; ``dst`` may be ``src``."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    meta = _metadata(src)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "opt.onnx")
+        quant_pre_process(src, out, skip_symbolic_shape=False)
+        proto = onnx.load(out)
+    onnx.checker.check_model(proto)
+    _write_with_metadata(proto, meta, dst)
+
+
+def quantize_onnx(fp32_path: str, out_path: str, crops: np.ndarray,
+                  method: str = "minmax", ops: tuple[str, ...] | None = DEFAULT_OPS,
+                  calibration: dict | None = None,
+                  log: Callable[[str], None] | None = None) -> dict:
+    """Quantize ``fp32_path`` (an optimised odkd export) to ``out_path`` with ``crops`` as
+    calibration inputs; returns the quantization record stored as ``odkd.quantization``.
+
+    ``ops``: operator types to quantize (None: every type onnxruntime can).
+    ``calibration``: a description of where the crops came from, stored with the record."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    if method not in CALIBRATION_METHODS:
+        raise OdkdError(f"--calib-method: expected one of {', '.join(CALIBRATION_METHODS)}, "
+                        f"got {method!r}")
+    if crops.ndim != 4 or not len(crops):
+        raise OdkdError(f"calibration needs (N, 3, H, W) crops, got shape {crops.shape}")
+    log = log or (lambda s: None)
+    meta = _metadata(fp32_path)
+    input_name = onnx.load(fp32_path, load_external_data=False).graph.input[0].name
+    calib = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+             "entropy": CalibrationMethod.Entropy}[method]
+    extra = {
+        # Per-channel scales need int8 weights to span [-127, 127] symmetric around 0, the
+        # form onnxruntime's int8 convolution kernels take.
+        "WeightSymmetric": True, "ActivationSymmetric": False,
+        # percentile: the 99.999th percentile of |x| sets each range (onnxruntime's default)
+        "CalibPercentile": 99.999,
+    }
+    record = {"format": "QDQ", "weights": "int8, per output channel, symmetric",
+              "activations": "uint8, per tensor", "calibration_method": method,
+              "calibration_crops": int(len(crops)),
+              "operators": list(ops) if ops else "all", **(calibration or {})}
+    log(f"calibrating on {len(crops)} crops ({method}) and quantizing "
+        f"{', '.join(ops) if ops else 'every supported operator'}")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "int8.onnx")
+        quantize_static(fp32_path, out, _CropReader(input_name, crops),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=calib, op_types_to_quantize=list(ops) if ops else None,
+                        extra_options=extra)
+        proto = onnx.load(out)
+    meta[META_PREFIX + "quantization"] = json.dumps(record)
+    onnx.checker.check_model(proto)
+    _write_with_metadata(proto, meta, out_path)
+    return record
+
+
+def compare_outputs(fp32_path: str, int8_path_: str, crops: np.ndarray,
+                    threads: int | None = None) -> dict[str, float]:
+    """How far the int8 model is from the fp32 one on ``crops``: per output, max and mean
+    abs difference, the fp32 max abs value, and for heatmaps the share of joints whose
+    heatmap maximum lands on the same pixel."""
+    from odkd.deploy.ort_model import OrtPoseModel
+
+    a, b = OrtPoseModel(fp32_path, threads=threads), OrtPoseModel(int8_path_, threads=threads)
+    ref, got = a(crops), b(crops)
+    out: dict[str, float] = {}
+    for key in ref:
+        r, g = ref[key].numpy(), got[key].numpy()
+        out[f"{key}_max_abs_diff"] = float(np.abs(r - g).max())
+        out[f"{key}_mean_abs_diff"] = float(np.abs(r - g).mean())
+        out[f"{key}_ref_max_abs"] = float(np.abs(r).max())
+    r, g = ref["heatmaps"].numpy(), got["heatmaps"].numpy()
+    n, k = r.shape[:2]
+    same = r.reshape(n, k, -1).argmax(-1) == g.reshape(n, k, -1).argmax(-1)
+    out["heatmaps_same_argmax"] = float(same.mean())
+    return out
+
+
+def quantization_info(path: str) -> dict | None:
+    """The ``odkd.quantization`` record of an ONNX file, None for an fp32 export."""
+    raw = _metadata(path).get(META_PREFIX + "quantization")
+    return json.loads(raw) if raw else None
