@@ -15,6 +15,8 @@ MODEL_BUILDERS: dict[str, tuple[str, str]] = {
     "mobilenetv2": ("odkd.models.simplebaseline", "simplebaseline_mobilenetv2"),
     "shufflenetv2": ("odkd.models.simplebaseline", "simplebaseline_shufflenetv2"),
     "litehrnet_18": ("odkd.models.litehrnet", "litehrnet_18"),
+    "movenet_lightning": ("odkd.models.movenet", "movenet_lightning"),
+    "movenet_thunder": ("odkd.models.movenet", "movenet_thunder"),
 }
 
 
