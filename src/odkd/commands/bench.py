@@ -1,5 +1,7 @@
-"""``odkd bench infer --checkpoint CKPT | --model M [--input-size W H] [--threads 1 2]`` and
-``odkd bench train ...`` (implemented in :mod:`odkd.engine.bench_train`)."""
+"""``odkd bench infer --checkpoint CKPT | --model M [--input-size W H] [--threads 1 2]``,
+``odkd bench latency --student NAME@WxH[,WxH] ... --teachers ...`` (one interleaved latency
+table, :mod:`odkd.deploy.latency`) and ``odkd bench train ...`` (implemented in
+:mod:`odkd.engine.bench_train`)."""
 from __future__ import annotations
 
 import argparse
@@ -38,6 +40,39 @@ def register(sub) -> None:
                      help="also print a markdown table row on stderr")
     inf.set_defaults(func=run_infer)
 
+    lat = modes.add_parser(
+        "latency", help="one interleaved latency table: students (PyTorch, onnxruntime fp32 "
+                        "and int8) and the real teachers (their own runtimes)",
+        description="Times odkd students (any architecture at any input size, random weights) "
+                    "and the real teachers through their own runtimes in one interleaved run: "
+                    "batch 1, each round runs every (model, runtime, threads) once in a "
+                    "shuffled order. Pre-processing (crop + normalise), the model call and "
+                    "post-processing (decode) are timed separately. Prints a markdown table "
+                    "(progress on stderr) and writes JSON.")
+    lat.add_argument("--student", action="append", default=[], metavar="NAME@WxH[,WxH...]",
+                     help="a student architecture and its input sizes (width x height), e.g. "
+                          "litehrnet_18@192x256,96x128; repeat for more")
+    lat.add_argument("--teachers", nargs="*", default=None, metavar="NAME",
+                     help="real teachers to time (default: every fetched one; `odkd teachers "
+                          "fetch` first); give none to time students only")
+    lat.add_argument("--runtimes", nargs="+", default=["torch", "onnxruntime",
+                                                       "onnxruntime-int8"],
+                     choices=["torch", "onnxruntime", "onnxruntime-int8"],
+                     help="student runtimes")
+    lat.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts")
+    lat.add_argument("--iters", type=int, default=100, help="timed rounds")
+    lat.add_argument("--warmup", type=int, default=10, help="untimed rounds first")
+    lat.add_argument("--seed", type=int, default=0, help="seed of the round orders")
+    lat.add_argument("--accuracy", default=None, metavar="FILE.json",
+                     help='{"metric": NAME, "values": {KEY: number}} placed beside each row; '
+                          "KEY: model, model@WxH or model@WxH/runtime")
+    lat.add_argument("--json", default=None, metavar="OUT.json", help="write the report here")
+    lat.add_argument("--markdown", default=None, metavar="OUT.md", help="write the table here")
+    lat.add_argument("--plot", default=None, metavar="OUT.png",
+                     help="accuracy against latency (a latency bar chart without --accuracy)")
+    lat.add_argument("--cache", default=None, help="teacher cache (default $ODKD_CACHE/teachers)")
+    lat.set_defaults(func=run_latency)
+
     # `train` options belong to odkd.engine.bench_train and are parsed there, so building the
     # CLI never imports it (nor torch). A prefix char '-' is not given to this parser, so every
     # token (options included) lands in `rest` untouched.
@@ -73,6 +108,46 @@ def run_infer(args: argparse.Namespace) -> int:
     if args.markdown:
         print(markdown_row(report), file=sys.stderr)
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def run_latency(args: argparse.Namespace) -> int:
+    from odkd.deploy.latency import bench_latency, markdown_table, parse_student, plot
+    from odkd.errors import OdkdError
+    from odkd.utils import atomic_write_text
+
+    students = [parse_student(s) for s in args.student]
+    if args.teachers is None:
+        from odkd.teachers import TEACHERS
+        from odkd.teachers.store import is_present
+
+        teachers = [t for t in TEACHERS if is_present(t, args.cache)]
+        missing = [t for t in TEACHERS if t not in teachers]
+        if missing:
+            print(f"[odkd] not fetched, not timed: {', '.join(missing)} (`odkd teachers "
+                  "fetch`)", file=sys.stderr)
+    else:
+        from odkd.teachers import TEACHERS
+
+        unknown = [t for t in args.teachers if t not in TEACHERS]
+        if unknown:
+            raise OdkdError(f"--teachers: unknown {unknown[0]!r}; built-in: "
+                            f"{', '.join(TEACHERS)}")
+        teachers = list(args.teachers)
+    if not students and not teachers:
+        raise OdkdError("nothing to time: give --student NAME@WxH and/or fetched --teachers")
+    report = bench_latency(students, teachers, runtimes=args.runtimes, threads=args.threads,
+                           iters=args.iters, warmup=args.warmup, seed=args.seed,
+                           accuracy=args.accuracy, cache=args.cache,
+                           log=lambda s: print(f"[odkd] {s}", file=sys.stderr, flush=True))
+    table = markdown_table(report)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+    if args.markdown:
+        atomic_write_text(args.markdown, table + "\n")
+    if args.plot:
+        plot(report, args.plot)
+    print(table)
     return 0
 
 
