@@ -312,3 +312,101 @@ def test_pck_in_metrics_json_with_gt_boxes_only(real_mini, tmp_path):
         written = json.loads((tmp_path / "metrics.json").read_text())
         assert written == m and ("PCK" in m) == has_pck
         assert ("PCK" in format_metrics(m)) == has_pck
+
+
+# ------------------------------------------------------- teachers and students, one pipeline
+@pytest.fixture(scope="module")
+def small_ckpt(tmp_path_factory):
+    from odkd.models import build_model
+    from odkd.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = Config()
+    cfg.data.input_size = [48, 64]
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    save_checkpoint(path, build_model("mobilenetv2", num_joints=17).eval(),
+                    extra={"config": cfg.to_dict()})
+    return str(path)
+
+
+def test_eval_checkpoint_as_teacher_matches_checkpoint(real_mini, tmp_path, small_ckpt):
+    """`odkd eval --model checkpoint:PATH` (the real-image teacher path: its own crop, batch 1)
+    writes the keypoints `odkd eval --checkpoint PATH` (DataLoader, folded BN) does: the crop
+    of a 48x64 teacher on a box is the evaluation crop."""
+    from odkd.cli import main
+
+    coco_dir = real_mini / "coco"
+    common = ["--ann", str(coco_dir / "test_coco.json"), "--images", str(coco_dir),
+              "--boxes", "gt", "data.workers=0"]
+    assert main(["eval", "--model", f"checkpoint:{small_ckpt}", "--out",
+                 str(tmp_path / "t"), *common]) == 0
+    assert main(["eval", "--checkpoint", small_ckpt, "--out", str(tmp_path / "c"),
+                 *common]) == 0
+    got = json.loads((tmp_path / "t" / "results.json").read_text())
+    want = json.loads((tmp_path / "c" / "results.json").read_text())
+    assert len(got) == len(want) > 0
+    key = lambda r: (r["image_id"], r["keypoints"][0])  # noqa: E731
+    for g, w in zip(sorted(got, key=key), sorted(want, key=key)):
+        assert g["image_id"] == w["image_id"]
+        np.testing.assert_allclose(g["keypoints"], w["keypoints"], atol=2e-2)
+    m = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert {"AP", "AR", "PCK"} <= set(m)
+
+
+def _lsp_like(tmp_path, n=3):
+    """A 14-joint-style set: COCO-17 with the 12 limb joints labelled, random photos."""
+    rng = np.random.default_rng(0)
+    from odkd.keypoints import COCO_KEYPOINTS
+
+    images, anns = [], []
+    for i in range(1, n + 1):
+        cv2.imwrite(str(tmp_path / f"im{i}.jpg"), rng.integers(0, 255, (160, 120, 3),
+                                                                 dtype=np.uint8))
+        kp = np.zeros((17, 3))
+        kp[5:, 0] = rng.uniform(30, 90, 12)
+        kp[5:, 1] = np.linspace(30, 140, 12)
+        kp[5:, 2] = 2
+        images.append({"id": i, "file_name": f"im{i}.jpg", "width": 120, "height": 160})
+        anns.append({"id": 10 + i, "image_id": i, "category_id": 1, "iscrowd": 0,
+                     "bbox": [30, 30, 60, 110], "area": 6600.0, "num_keypoints": 12,
+                     "keypoints": kp.ravel().tolist()})
+    ann = tmp_path / "lsp.json"
+    ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": [
+        {"id": 1, "name": "person", "keypoints": COCO_KEYPOINTS, "skeleton": []}]}))
+    return str(ann)
+
+
+def test_metric_pck_is_teachers_eval(tmp_path, small_ckpt, capsys):
+    """`odkd eval --metric pck` scores a checkpoint and the same checkpoint as a teacher
+    exactly as `odkd teachers eval` does (one code path), and adds OKS AP."""
+    from odkd.cli import main
+
+    ann = _lsp_like(tmp_path)
+    assert main(["teachers", "eval", f"checkpoint:{small_ckpt}", "--ann", ann, "--images",
+                 str(tmp_path), "--out", str(tmp_path / "t.json")]) == 0
+    written = json.loads((tmp_path / "t.json").read_text())
+    want, want_results = written["reports"][0], next(iter(written["results"].values()))
+    for how, out in ((["--checkpoint", small_ckpt], "c"),
+                     (["--model", f"checkpoint:{small_ckpt}"], "m")):
+        assert main(["eval", *how, "--ann", ann, "--images", str(tmp_path), "--metric", "pck",
+                     "--out", str(tmp_path / out)]) == 0
+        m = json.loads((tmp_path / out / "metrics.json").read_text())
+        assert m["PCK@0.2"] == want["pck"] and {"AP", "AP50", "AR"} <= set(m)
+        res = json.loads((tmp_path / out / "results.json").read_text())
+        assert [r["keypoints"] for r in res] == [r["keypoints"] for r in want_results]
+    assert "PCK@0.2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, msg", [
+    (["--boxes", "dets.json"], "--boxes does not apply"),
+    (["--oracle"], "--oracle"),
+    (["data.padding=1.5"], "do not apply"),
+])
+def test_metric_pck_bad_combinations_are_one_line(tmp_path, small_ckpt, capsys, extra, msg):
+    from odkd.cli import main
+
+    ann = _lsp_like(tmp_path, 1)
+    assert main(["eval", "--model", f"checkpoint:{small_ckpt}", "--ann", ann, "--metric", "pck",
+                 *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1, err

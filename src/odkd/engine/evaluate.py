@@ -164,16 +164,59 @@ def run_evaluation(cfg: Config, model, coco: CocoPoseSet, records: list[PersonRe
     metrics = None
     if rank == 0:
         cat = [np.concatenate([g[i] for g in gathered]) for i in range(5)]
-        results = rescore_and_nms(cat[0], cat[1], cat[2], cat[3], oks_thr=cfg.eval.oks_nms_thr,
-                                  in_vis_thr=cfg.eval.in_vis_thr, rescore=cfg.eval.rescore,
-                                  category_id=coco.category_id)
-        metrics = evaluate_coco(coco.ann_file, results, out_dir=out_dir)
-        # PCK needs GT keypoints in the crop, so detection boxes (no keypoints) have none.
-        if cat[4].size:
-            metrics["PCK"] = float(cat[4].mean())
-            if out_dir is not None:
-                write_metrics(out_dir, metrics)
+        metrics = score_instances(cfg, coco, *cat, out_dir=out_dir)
     return odist.broadcast_object(metrics)
+
+
+def score_instances(cfg: Config, coco: CocoPoseSet, keypoints, box_scores, areas, image_ids,
+                    pck_hits, out_dir: str | None = None) -> dict:
+    """Predicted people (image keypoints with scores (N, K, 3), box scores, crop areas, image
+    ids) -> rescoring, OKS-NMS, COCOeval and the bbox PCK of :func:`pck_hits_batch`; models
+    and teachers are scored here alike."""
+    results = rescore_and_nms(keypoints, box_scores, areas, image_ids,
+                              oks_thr=cfg.eval.oks_nms_thr, in_vis_thr=cfg.eval.in_vis_thr,
+                              rescore=cfg.eval.rescore, category_id=coco.category_id)
+    metrics = evaluate_coco(coco.ann_file, results, out_dir=out_dir)
+    # PCK needs GT keypoints in the crop, so detection boxes (no keypoints) have none.
+    if pck_hits.size:
+        metrics["PCK"] = float(pck_hits.mean())
+        if out_dir is not None:
+            write_metrics(out_dir, metrics)
+    return metrics
+
+
+def run_teacher_evaluation(cfg: Config, teacher, coco: CocoPoseSet,
+                           records: list[PersonRecord], out_dir: str | None = None,
+                           progress: bool = True) -> dict:
+    """COCO evaluation of a real-image teacher (:mod:`odkd.teachers`) on ``records``: each box
+    becomes a crop at the teacher's own aspect ratio (``box_to_center_scale`` with
+    ``data.padding``), which the teacher re-crops from the source image at its input size; its
+    image keypoints and confidences then go through :func:`score_instances`, as a model's do.
+    One process, one crop at a time (the runtimes take batch 1)."""
+    from odkd.data.dataset import read_image
+    from odkd.geometry import box_to_center_scale
+
+    kp_t = getattr(teacher, "keypoints_teacher", teacher)
+    aspect = kp_t.input_size[0] / kp_t.input_size[1]
+    k = coco.num_joints
+    kpts, box_scores, areas, image_ids, pck_hits = [], [], [], [], []
+    path, image = None, None
+    for rec in tqdm(records, desc="eval", disable=not progress, leave=False):
+        if rec.file_name != path:
+            path, image = rec.file_name, read_image(rec.file_name)
+        center, scale = box_to_center_scale(rec.bbox, aspect, cfg.data.padding)
+        kp = kp_t.predict(image, [center], [scale])[0]["keypoints_image"]
+        kpts.append(kp)
+        box_scores.append(rec.score)
+        areas.append(float(scale[0] * scale[1]))   # the crop area, as for models
+        image_ids.append(rec.image_id)
+        pck_hits.append(pck_hits_batch(kp[None, :, :2], rec.keypoints[None].astype(np.float64),
+                                       scale[None], cfg.data.padding))
+    return score_instances(cfg, coco, np.array(kpts, dtype=np.float64).reshape(-1, k, 3),
+                           np.array(box_scores), np.array(areas),
+                           np.array(image_ids, dtype=np.int64),
+                           np.concatenate(pck_hits) if pck_hits else np.zeros(0),
+                           out_dir=out_dir)
 
 
 def pck_hits_batch(preds: np.ndarray, gt: np.ndarray, scales: np.ndarray, padding: float,
