@@ -37,6 +37,7 @@ FORMAT_DESCRIPTIONS = {
     "official_training": "official HRNet training checkpoint",
     "mmpose": "mmpose checkpoint",
     "module_prefixed": "'module.'-prefixed (DataParallel/DDP) state_dict",
+    "tfjs": "MoveNet TF.js graph model",
 }
 
 _MAX_LISTED = 10   # keys listed per category in a mismatch message
@@ -132,6 +133,12 @@ def read_checkpoint(path: PathLike) -> Any:
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise CheckpointError(f"{p}: checkpoint file not found")
+    from odkd.models.tfjs import is_tfjs_model
+    if is_tfjs_model(p):
+        # MoveNet's shipped weights (movenet-lightning.json + .bin): usable as model.init and
+        # by `odkd convert` like any checkpoint
+        from odkd.models.movenet import load_movenet_tfjs
+        return {"format": "tfjs", "state_dict": load_movenet_tfjs(p)}
     try:
         return _torch_load(p)
     except Exception as e:  # corrupt zip, truncated pickle, disallowed globals, ...
@@ -151,11 +158,11 @@ def _all_prefixed(keys, prefix: str) -> bool:
 
 
 def detect_format(obj: Any, source: str = "checkpoint") -> str:
-    """One of 'odkd', 'official', 'official_training', 'mmpose', 'module_prefixed'."""
+    """One of 'odkd', 'official', 'official_training', 'mmpose', 'module_prefixed', 'tfjs'."""
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source}: expected a dict, found {type(obj).__name__}")
-    if obj.get("format") == "odkd":
-        return "odkd"
+    if obj.get("format") in ("odkd", "tfjs"):
+        return obj["format"]
     if _is_state_dict(obj):
         return "module_prefixed" if _all_prefixed(obj, "module.") else "official"
     sd = obj.get("state_dict")
@@ -211,6 +218,8 @@ def extract_state_dict(obj: Any, source: str = "checkpoint"
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise CheckpointError(f"{source}: unsupported odkd checkpoint version {version!r} "
                                   f"(this odkd reads version <= {FORMAT_VERSION})")
+        return dict(_checked(obj.get("state_dict"), source, "state_dict")), fmt
+    if fmt == "tfjs":
         return dict(_checked(obj.get("state_dict"), source, "state_dict")), fmt
     if fmt == "official":
         return dict(obj), fmt

@@ -351,7 +351,11 @@ def _strip(name: str) -> str:
 
 def tfjs_width(weights: Mapping[str, np.ndarray]) -> float:
     """MobileNetV2 width of a MoveNet graph, from its first conv's output channels."""
-    c = weights[_FE + "model/Conv1/Conv2D_weights"].shape[3]
+    w = {_strip(k): v for k, v in weights.items()}
+    key = _FE + "model/Conv1/Conv2D_weights"
+    if key not in w:
+        raise CheckpointError(f"MoveNet graph: weight {key} not found")
+    c = w[key].shape[3]
     for wdt in (1.0, 1.75):
         if _make_divisible(32 * wdt) == c:
             return wdt
