@@ -6,8 +6,9 @@ shards, concatenated in order, hold its weights back to back, stored in the quan
 when there is one (``float16`` as is; ``uint8``/``uint16`` as ``q * scale + min``).
 
 Written here rather than taken from ``tensorflowjs`` because that package pulls in TensorFlow
-(hundreds of MB) to do what is a few lines of manifest parsing; it sits in ``odkd.models`` so
-both the models (MoveNet's weights) and the teachers (graph conversion) can use it.
+(hundreds of MB) to do what is a few lines of manifest parsing. It sits in ``odkd.models`` so
+that models and teachers can both use it; ``odkd/teachers/tf_to_onnx.py`` keeps its own copy
+because it runs in the conversion environment, which has no odkd installed.
 """
 from __future__ import annotations
 
