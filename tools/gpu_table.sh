@@ -8,7 +8,7 @@
 #
 # Brings back under $OUT: results.csv, results.md, ablation.png, curves.png (partial tables
 # are written after every finished run, so a run cut by the limit still returns the rest),
-# log.txt (environment + the experiment's log) and logs/ (`tools/runs_archive.py save
+# log.txt (environment + the experiment's log) and logs/ (`odkd results save
 # --no-weights`: each finished run's config, logs and evaluation summaries; no weights, the
 # W48 alone is 250 MB).
 set -u
@@ -41,7 +41,7 @@ for f in results.csv results.md ablation.png curves.png; do
   [ -f "$WORK/$f" ] && cp "$WORK/$f" "$OUT/"
 done
 # every finished run's config, logs and evaluation summaries, without weights
-python3 tools/runs_archive.py save --no-weights "$WORK" "$OUT/logs" 2>&1 | tee -a "$LOG"
+odkd results save --no-weights "$WORK" "$OUT/logs" 2>&1 | tee -a "$LOG"
 [ -f "$OUT/results.md" ] && cat "$OUT/results.md"
 tail -5 "$LOG"
 exit $rc

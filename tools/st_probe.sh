@@ -9,8 +9,8 @@
 #   EPOCHS=65 DROP=52 bash tools/st_probe.sh
 #
 # It reuses the PT (and the data) of SRC (default runs/converged, e.g. restored with
-# `python tools/runs_archive.py restore results/converged/logs runs/converged`): the PT is
-# copied into OUT so the experiment skips it; without one it is trained too (~15 min). One
+# `odkd results restore results/converged/logs runs/converged`): the PT is copied into OUT so
+# the experiment skips it; without one it is trained too (~15 min). One
 # thread (`OMP_NUM_THREADS=1`): two probes can share the 2 cores. Output: OUT/results.md and
 # OUT/teachers/st-*/ (log.csv with val AP every 1,000 steps, eval_*/summary.json). Resumable.
 set -euf  # -f: no globbing ('train.lr_steps=[64]' is an override, not a pattern)

@@ -8,8 +8,8 @@ import sys
 from odkd.errors import OdkdError, one_line
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func``.
-COMMANDS = ["train", "eval", "convert", "synth", "distill", "experiment", "demo", "infer",
-            "export", "bench", "configs", "data", "teachers"]
+COMMANDS = ["train", "eval", "convert", "synth", "distill", "experiment", "results", "demo",
+            "infer", "export", "bench", "configs", "data", "teachers"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,8 @@ Resumable: each finished run leaves ``done.json``; an interrupted one resumes fr
 ``report``    results.csv, results.md (mean ± std, seed-by-seed differences, plateau check),
               ablation.png, curves.png
 ``run``       run_experiment: all of the above in order
+``tables``    ``odkd results table``: the held-out table of one or more results.csv
+``archive``   ``odkd results save`` / ``restore``: finished runs kept in git and put back
 """
 from odkd.experiment.plan import (METHODS, TEACHER_METHODS, ExperimentConfig, SynthSpec,
                                   load_experiment)
