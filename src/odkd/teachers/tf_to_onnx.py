@@ -126,9 +126,12 @@ def fixed_inputs(graph_def, inputs: list[str]) -> list[np.ndarray]:
         dt = tf.dtypes.as_dtype(n.attr["dtype"].type).as_numpy_dtype
         rng = np.random.default_rng(0)
         noise = rng.integers(0, 256, shape)
-        h, w = shape[1], shape[2]
-        ramp = np.broadcast_to(((np.arange(h)[:, None, None] * 3 + np.arange(w)[None, :, None]
-                                 * 2 + np.arange(3) * 60) % 256)[None], shape)
+        if len(shape) == 4:     # NHWC images: a smooth ramp
+            h, w, c = shape[1:]
+            yy, xx = np.arange(h)[:, None, None], np.arange(w)[None, :, None]
+            ramp = np.broadcast_to(((3 * yy + 2 * xx + 60 * np.arange(c)) % 256)[None], shape)
+        else:
+            ramp = 255 - noise
         out.append(np.stack([noise[0], ramp[0]])[:, None].astype(dt))   # (2, 1, ...)
     return out
 
