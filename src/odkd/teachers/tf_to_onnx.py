@@ -160,8 +160,7 @@ def convert(kind: str, sources: list[str], out: str, reference: str) -> dict:
     elif kind == "ssd" and len(sources) == 1:
         gd, inputs, outputs = ssd_graph_def(*sources)
     else:
-        raise ConvertError(f"{kind} takes {'GRAPH.json WEIGHTS.npz' if kind == 'tfjs' else 'FROZEN.pb'}"
-                           if kind in ("tfjs", "ssd") else f"unknown kind {kind!r} (tfjs or ssd)")
+        raise ConvertError(USAGE)
     values = fixed_inputs(gd, inputs)
     expected = run_tf(gd, inputs, outputs, values)
     tf2onnx.convert.from_graph_def(gd, input_names=inputs, output_names=outputs, opset=OPSET,
