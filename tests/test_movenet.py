@@ -228,6 +228,9 @@ def test_tfjs_file_is_a_checkpoint_for_model_init_and_convert(tmp_path):
     assert load_weights(m, path, verbose=False, init_missing=("mask_layer.",)) == "tfjs"
     fmt, model = convert(path, tmp_path / "m.pt", name="movenet_lightning", verbose=False)
     assert fmt == "tfjs" and model.num_joints == 17
+    # the converted checkpoint runs at the input size the weights were trained at
+    stored = torch.load(tmp_path / "m.pt", weights_only=True)["config"]
+    assert stored["data"]["input_size"] == [192, 192]
     with pytest.raises(CheckpointError, match="shape mismatch"):
         convert(path, tmp_path / "t.pt", name="movenet_thunder", verbose=False)
 

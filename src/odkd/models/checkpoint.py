@@ -371,5 +371,13 @@ def convert(src: PathLike, dst: PathLike, name: str | None = None, num_joints: i
             verbose: bool = True) -> tuple[str, nn.Module]:
     """Re-save any supported checkpoint as an odkd checkpoint; returns (source format, model)."""
     model, fmt = _build(src, name, num_joints, None, verbose)
-    save_checkpoint(dst, model, extra={"converted_from": os.fspath(src), "source_format": fmt})
+    extra: dict[str, Any] = {"converted_from": os.fspath(src), "source_format": fmt}
+    default = getattr(model, "default_cfg", None) or {}
+    if "input_size" in default:
+        # the input size the weights were trained at (MoveNet: 192 or 256 square), so that
+        # eval, infer and export run the converted model at it
+        extra["config"] = {"model": {"name": model.odkd_name},
+                           "data": {"input_size": [int(v) for v in default["input_size"]],
+                                    "heatmap_stride": int(default.get("heatmap_stride", 4))}}
+    save_checkpoint(dst, model, extra=extra)
     return fmt, model
