@@ -72,6 +72,22 @@ def test_checkpoint_teacher_is_odkds_own_crop_flip_and_decode(ckpt):
             np.testing.assert_allclose(got[:, :2], img_xy[0], atol=1e-3)
 
 
+def test_checkpoint_teacher_own_heatmaps_and_mask_in_the_students_frame(ckpt):
+    """When the student's crop is the teacher's (same aspect, heatmaps 12x16 as the
+    checkpoint's), its own heatmaps and mask come back unchanged: the maps' geometry (pixel u
+    at input stride * u) is the one the student's targets use."""
+    path, model, cfg = ckpt
+    t = get_teacher(path)
+    image = np.random.default_rng(1).integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    center, scale = np.array([140.0, 100.0]), np.array([72.0, 96.0])
+    out = t(image, [center], [scale], None, (12, 16), own_heatmaps=True)
+    x = torch.from_numpy(normalize_crop(warp_crop(image, center, scale, 0.0, (48, 64)))[None])
+    heat, mask = predict_heatmaps(model, x, HeatmapCodec.from_config(cfg),
+                                  flip_pairs_from_names(list(COCO_KEYPOINTS)), True)
+    np.testing.assert_allclose(out["own_heatmaps"][0], heat[0].numpy(), atol=1e-4)
+    np.testing.assert_allclose(out["mask"][0, 0], torch.sigmoid(mask[0, 0]).numpy(), atol=1e-4)
+
+
 def test_checkpoint_teacher_errors_are_one_line(tmp_path):
     with pytest.raises(CheckpointError, match="not found") as e:
         get_teacher(f"checkpoint:{tmp_path}/missing.pt")
@@ -110,6 +126,14 @@ class SpotMoveNet(nn.Module):
         return one.view(1, 1, 1, 3).expand(1, 1, 17, 3) + torch.zeros(1, 1, 17, 3)
 
 
+class SpotWithMask(nn.Module):
+    """Heatmaps as SpotHeatmaps plus a mask output: logits high where the crop is bright."""
+
+    def forward(self, x):
+        hm = nn.functional.avg_pool2d(x[:, :1], 4)
+        return hm.repeat(1, 17, 1, 1), 40 * hm - 2
+
+
 def _export(module, example, path, names):
     torch.onnx.export(module, example, str(path), input_names=["input"], output_names=names,
                       opset_version=17, dynamo=False)
@@ -122,6 +146,7 @@ def onnx_models(tmp_path_factory):
     _export(SpotHeatmaps(), torch.zeros(1, 3, 64, 48), d / "hm.onnx", ["heatmaps"])
     _export(SpotMoveNet(), torch.zeros(1, 64, 64, 3, dtype=torch.uint8), d / "mn.onnx",
             ["keypoints"])
+    _export(SpotWithMask(), torch.zeros(1, 3, 64, 48), d / "mask.onnx", ["heatmaps", "seg"])
     return d
 
 
@@ -208,6 +233,22 @@ def test_yaml_missing_file_and_not_yaml(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML") as e:
         get_teacher(str(p))
     assert "\n" not in str(e.value)
+
+
+def test_yaml_mask_output_lands_on_the_spot(onnx_models):
+    """A mask output at stride 4 (mask pixel i covers input pixels [4i, 4i + 4)) comes back in
+    the student's frame where the bright spot is."""
+    text = HM_YAML.replace("hm.onnx", "mask.onnx") + "mask: {name: seg, activation: sigmoid}\n"
+    t = get_teacher(_yaml(onnx_models, "mask.yaml", text))
+    assert t.has_mask
+    spot = np.array([150.0, 130.0])
+    center, scale = np.array([160.0, 120.0]), np.array([60.0, 80.0])
+    out = t(_spot_image(spot), [center], [scale], None, (24, 32))
+    m = out["mask"][0, 0]
+    assert m.max() > 0.9 and m.min() < 0.2
+    want = affine_points(spot[None], get_affine_transform(center, scale, 0.0, (24, 32)))[0]
+    ys, xs = np.nonzero(m > 0.5)
+    assert abs(xs.mean() - want[0]) < 1.5 and abs(ys.mean() - want[1]) < 1.5, (xs, ys, want)
 
 
 def test_composite_with_a_checkpoint_mask(ckpt, onnx_models):

@@ -200,7 +200,7 @@ class YamlOnnxCodec:
         shape = d["shape"]
         if len(shape) != 4 or any(a not in (-1, b) for a, b in zip(shape, want)):
             raise f.error("input_size", f"{s['layout']} input {list(want)} does not fit the "
-                                        f"model's input {d['name']} {list(shape)}")
+                                        f"model's input {d['name']!r} {list(shape)}")
         self.dtype = d["dtype"]
         names = [o["name"] for o in self.runner.output_details]
         self.out_index = self._output(f, names, s["output_name"], "output.name") \
