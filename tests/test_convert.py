@@ -48,6 +48,19 @@ def test_patch_adds_targs_and_renames_depthwise():
         convert.patch_fused_ops([bad])
 
 
+def test_free_input_dimensions_take_the_signature_shape():
+    free = {"name": "input", "op": "Placeholder", "attr": {"shape": {"shape": {"dim": [
+        {"size": "1"}, {"size": "-1"}, {"size": "-1"}, {"size": "3"}]}}}}
+    fixed = {"name": "other", "op": "Placeholder", "attr": {"shape": {"shape": {"dim": [
+        {"size": "2"}]}}}}
+    sig = {"inputs": {"input": {"name": "input:0", "tensorShape": {"dim": [
+        {"size": "1"}, {"size": "256"}, {"size": "256"}, {"size": "3"}]}},
+        "other": {"name": "other:0", "tensorShape": {"dim": [{"size": "5"}]}}}}
+    assert convert.fix_input_shapes([free, fixed], sig) == 1
+    assert [d["size"] for d in free["attr"]["shape"]["shape"]["dim"]] == ["1", "256", "256", "3"]
+    assert fixed["attr"]["shape"]["shape"]["dim"] == [{"size": "2"}]      # already fixed
+
+
 # ------------------------------------------------------------------ a hand-made TF.js graph
 W = np.array([[0.5, -1.0, 0.25], [2.0, 0.125, -0.5]], np.float32)     # 1x1 conv, 2 -> 3
 B = np.array([0.1, -0.2, 0.3], np.float32)

@@ -9,8 +9,9 @@ import pytest
 
 from odkd.config import ConfigError
 from odkd.teachers import store
-from odkd.teachers.detector import (BOX_SCALES, SSDPersonDetector, box_iou, decode_boxes,
-                                    evaluate_detections, get_detector, match_boxes)
+from odkd.teachers.detector import (BOX_SCALES, MultiPoseDetector, SSDPersonDetector, box_iou,
+                                    decode_boxes, evaluate_detections, get_detector,
+                                    match_boxes)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PF_IMAGE = os.path.join(ROOT, "..", "shared", "data", "real", "pennfudan", "PNGImages",
@@ -62,6 +63,37 @@ def test_detector_scores_people_scales_boxes_and_suppresses_duplicates():
         det(np.zeros((10, 10), np.uint8))
     with pytest.raises(ValueError, match="not odkd's SSD detector"):
         SSDPersonDetector(type("R", (), {"output_details": [{"name": "Identity"}]})())
+
+
+class FakeMultiPose:
+    input_details = [{"name": "input:0", "shape": (1, 256, 256, 3), "dtype": np.dtype(np.int32)}]
+
+    def __init__(self):
+        self.inputs = []
+
+    def run(self, inputs):
+        self.inputs.append(inputs[0])
+        out = np.zeros((1, 6, 56), np.float32)
+        out[0, 0, 51:] = [0.25, 0.1, 0.75, 0.5, 0.4]          # ymin xmin ymax xmax score
+        out[0, 1, 51:] = [0.0, 0.5, 0.5, 0.9, 0.8]
+        out[0, 2, 51:] = [0.1, 0.1, 0.2, 0.2, 0.1]
+        return [out]
+
+
+def test_multipose_boxes_undo_the_letterbox():
+    det = MultiPoseDetector(FakeMultiPose(), score_threshold=0.3)
+    image = np.full((100, 200, 3), 200, np.uint8)          # wide: scale 256 / 200, pad below
+    boxes, scores = det(image)
+    x = det.runner.inputs[0]
+    assert x.shape == (1, 256, 256, 3) and x.dtype == np.int32
+    assert (x[0, :128] == 200).all() and (x[0, 128:] == 0).all()
+    assert np.allclose(scores, [0.8, 0.4])                  # best first, 0.1 dropped
+    s = 256 / 200
+    assert np.allclose(boxes[0], [0.5 * 256 / s, 0.0, 0.4 * 256 / s, 0.5 * 256 / s],
+                       atol=1e-3)
+    # ymax 0.75 * 256 / s = 150 lies in the padding: clipped to the image's height, 100
+    assert np.allclose(boxes[1], [0.1 * 256 / s, 0.25 * 256 / s, 0.4 * 256 / s, 50.0],
+                       atol=1e-3)
 
 
 def test_box_iou_and_greedy_matching():
