@@ -410,3 +410,20 @@ def test_metric_pck_bad_combinations_are_one_line(tmp_path, small_ckpt, capsys, 
                  *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert msg in err and len(err.splitlines()) == 1, err
+
+
+def test_no_flip_reaches_a_checkpoint_teacher_and_refuses_others(tmp_path, small_ckpt,
+                                                                  capsys):
+    from odkd.cli import main
+
+    ann = _lsp_like(tmp_path, 2)
+    outs = {}
+    for flip in ([], ["--no-flip"]):
+        out = tmp_path / f"o{len(flip)}"
+        assert main(["eval", "--checkpoint", small_ckpt, "--ann", ann, "--images",
+                     str(tmp_path), "--metric", "pck", "--out", str(out), *flip]) == 0
+        outs[len(flip)] = json.loads((out / "results.json").read_text())
+    assert outs[0][0]["keypoints"] != outs[1][0]["keypoints"]
+    assert main(["eval", "--model", "movenet-lightning", "--ann", ann, "--metric", "pck",
+                 "--no-flip"]) == 2
+    assert "--no-flip" in capsys.readouterr().err

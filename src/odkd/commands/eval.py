@@ -126,10 +126,21 @@ def run(args) -> int:
     return 0
 
 
-def _teacher(name: str, args):
+def _teacher(name: str, args, arch: str | None = None):
+    """The teacher ``name``; for a checkpoint, ``arch`` is a foreign checkpoint's
+    architecture."""
     from odkd.teachers import get_teacher
+    from odkd.teachers.checkpoint import is_checkpoint_name
 
-    return get_teacher(name, num_threads=args.threads or 1)
+    opts = {}
+    if is_checkpoint_name(name):
+        # a checkpoint teacher runs with its stored settings; these flags still apply
+        opts = {"flip_test": False if args.no_flip else None, "device": args.device or "cpu",
+                "model": arch}
+    elif args.no_flip:
+        raise OdkdError(f"--no-flip: teacher {name} has no flip test of odkd's (only odkd "
+                        "checkpoints do)")
+    return get_teacher(name, num_threads=args.threads or 1, **opts)
 
 
 def run_pck(args, teacher_name: str | None, overrides: list[str]) -> int:
@@ -156,12 +167,11 @@ def run_pck(args, teacher_name: str | None, overrides: list[str]) -> int:
     if teacher_name:
         name, teacher = teacher_name, _teacher(teacher_name, args)
     elif args.checkpoint:
-        from odkd.teachers.checkpoint import checkpoint_teacher
+        from odkd.teachers.checkpoint import PREFIX
 
         name = args.checkpoint
-        teacher = checkpoint_teacher(args.checkpoint, args.threads, model=args.model,
-                                     flip_test=False if args.no_flip else None,
-                                     device=args.device or "cpu")
+        # beside --checkpoint, --model is a foreign checkpoint's architecture
+        teacher = _teacher(PREFIX + args.checkpoint, args, arch=args.model)
     else:
         raise OdkdError("give --checkpoint PATH or --model TEACHER")
     scores = score_people(args.ann, args.images, {name: teacher})
