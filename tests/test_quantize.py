@@ -68,7 +68,7 @@ def test_int8_outputs_are_close_to_fp32_on_a_tiny_model(tmp_path):
     # Each quantized tensor (input, two hidden activations, output) is rounded to 1/255 of its
     # calibrated range, each weight to 1/254 of its channel's range. The output's own rounding
     # alone is up to span / 510; three layers of input and weight rounding add a few such
-    # steps. Measured on an AVX-512 VNNI Xeon: max 1.3 % of the span (3.4 steps), mean 0.2 %.
+    # steps. Measured on an AVX-512 VNNI Xeon: max 1.0 % of the span (2.4 steps), mean 0.2 %.
     # 6 % (~15 steps) leaves room for int8 kernels that differ by machine (without VNNI
     # onnxruntime's u8s8 products can saturate); the mean must stay near one step.
     assert d["heatmaps_max_abs_diff"] < 0.06 * span

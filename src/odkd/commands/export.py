@@ -42,9 +42,9 @@ def register(sub) -> None:
     q.add_argument("--calib-method", default="minmax", choices=["minmax", "percentile",
                                                                 "entropy"],
                    help="how activation ranges are set from the calibration crops")
-    q.add_argument("--int8-ops", default="conv", choices=["conv", "all"],
-                   help="conv: quantize Conv / ConvTranspose / MatMul / Gemm (default); all: "
-                        "every operator onnxruntime can")
+    q.add_argument("--int8-ops", default="all", choices=["all", "conv"],
+                   help="all (default): every operator type onnxruntime quantizes but "
+                        "ConvTranspose (no int8 kernel); conv: Conv, MatMul, Gemm only")
     p.set_defaults(func=run)
 
 
@@ -91,7 +91,7 @@ def export_int8(args: argparse.Namespace, model, spec, tol: float) -> None:
     import tempfile
 
     from odkd.deploy.onnx_export import verify_onnx
-    from odkd.deploy.quantize import (DEFAULT_CROPS, DEFAULT_OPS, calibration_crops,
+    from odkd.deploy.quantize import (DEFAULT_CROPS, calibration_crops,
                                       compare_outputs, int8_path, optimize_fp32, quantize_onnx,
                                       synth_calibration_set)
     from odkd.errors import OdkdError
@@ -122,7 +122,7 @@ def export_int8(args: argparse.Namespace, model, spec, tol: float) -> None:
         crops = calibration_crops(spec, ann, images, n)
         out8 = int8_path(args.out)
         quantize_onnx(args.out, out8, crops, method=args.calib_method,
-                      ops=DEFAULT_OPS if args.int8_ops == "conv" else None, calibration=source,
+                      ops=args.int8_ops, calibration=source,
                       log=lambda s: print(f"[odkd] {s}", flush=True))
     cmp = compare_outputs(args.out, out8, crops[:64])
     print(f"wrote {out8}: int8 (QDQ, per-channel weights, {len(crops)} calibration crops, "

@@ -29,11 +29,28 @@ from odkd.utils import atomic_write_bytes
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 DEFAULT_CROPS = 256
-# Operators quantized by default. Convolutions and matrix products carry nearly all the
-# arithmetic; the small elementwise operators between them (Lite-HRNet's sigmoid weightings,
-# additions, resizes) would each need their own quantize/dequantize pair and cost more in
-# conversions than they save, so they stay fp32 between the int8 convolutions.
-DEFAULT_OPS = ("Conv", "MatMul", "Gemm", "ConvTranspose")
+OP_SETS = ("all", "conv")
+
+
+def ops_to_quantize(kind: str = "all") -> list[str]:
+    """Operator types to quantize. ``all``: every type onnxruntime's QDQ quantizer handles
+    but ConvTranspose; ``conv``: Conv, MatMul and Gemm only.
+
+    Why ``all`` by default: with only the convolutions quantized, every elementwise operator
+    between them (Lite-HRNet has hundreds: sigmoid weightings, additions, resizes) needs its
+    own dequantize / quantize pair, and Lite-HRNet-18 ran slower than fp32; with them in
+    int8 too it ran faster. ConvTranspose is left in fp32 because onnxruntime's CPU provider
+    has no int8 kernel for it: quantized, its weights were dequantized on every call
+    (MobileNetV2's deconvolution head took twice its fp32 time)."""
+    if kind == "conv":
+        return ["Conv", "MatMul", "Gemm"]
+    if kind != "all":
+        raise OdkdError(f"--int8-ops: expected one of {', '.join(OP_SETS)}, got {kind!r}")
+    from onnxruntime.quantization.registry import QDQRegistry
+
+    return sorted(op for op in QDQRegistry if op != "ConvTranspose")
+
+
 SYNTH_SOURCE = "synth"
 
 
@@ -134,13 +151,13 @@ def optimize_fp32(src: str, dst: str) -> None:
 
 
 def quantize_onnx(fp32_path: str, out_path: str, crops: np.ndarray,
-                  method: str = "minmax", ops: tuple[str, ...] | None = DEFAULT_OPS,
+                  method: str = "minmax", ops: str = "all",
                   calibration: dict | None = None,
                   log: Callable[[str], None] | None = None) -> dict:
     """Quantize ``fp32_path`` (an optimised odkd export) to ``out_path`` with ``crops`` as
     calibration inputs; returns the quantization record stored as ``odkd.quantization``.
 
-    ``ops``: operator types to quantize (None: every type onnxruntime can).
+    ``ops``: which operator types to quantize (:func:`ops_to_quantize`).
     ``calibration``: a description of where the crops came from, stored with the record."""
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
@@ -166,15 +183,16 @@ def quantize_onnx(fp32_path: str, out_path: str, crops: np.ndarray,
     record = {"format": "QDQ", "weights": "int8, per output channel, symmetric",
               "activations": "uint8, per tensor", "calibration_method": method,
               "calibration_crops": int(len(crops)),
-              "operators": list(ops) if ops else "all", **(calibration or {})}
+              "operators": ops, **(calibration or {})}
+    op_types = ops_to_quantize(ops)
     log(f"calibrating on {len(crops)} crops ({method}) and quantizing "
-        f"{', '.join(ops) if ops else 'every supported operator'}")
+        f"{'every operator type onnxruntime can but ConvTranspose' if ops == 'all' else ', '.join(op_types)}")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "int8.onnx")
         quantize_static(fp32_path, out, _CropReader(input_name, crops),
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=calib, op_types_to_quantize=list(ops) if ops else None,
+                        calibrate_method=calib, op_types_to_quantize=op_types,
                         extra_options=extra)
         proto = onnx.load(out)
     meta[META_PREFIX + "quantization"] = json.dumps(record)
