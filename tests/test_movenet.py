@@ -357,3 +357,33 @@ def test_parity_with_movenet_lightning_tflite():
     kp = mn.movenet_decode(out)[0].numpy()
     assert np.abs(kp[:, 2] - ref_kp[:, 2]).max() < 1e-2
     assert np.abs(kp[:, :2] - ref_kp[:, :2]).max() < 1e-2
+
+
+def test_training_from_a_tfjs_file_recalibrates_its_batchnorms(tmp_path):
+    """model.init with a TF.js graph: the folded (identity) BNs are re-expressed in training
+    statistics before the first step, keeping the loaded eval function."""
+    from odkd.config import load_config
+    from odkd.engine.setup import setup_run
+    from odkd.synth import generate_split
+
+    root = tmp_path / "synth"
+    generate_split(str(root), "train", 4, seed=3, size=(128, 128), workers=1, progress=False)
+    generate_split(str(root), "val", 2, seed=4, size=(128, 128), workers=1, progress=False)
+    torch.manual_seed(0)
+    src = _randomised(build_model("movenet_lightning"))
+    path = _write_tfjs(tmp_path, _graph_weights(src), name="movenet-lightning.json")
+    cfg = load_config(None, [
+        f"workdir={tmp_path / 'run'}", f"model.init={path}", "model.name=movenet_lightning",
+        f"data.train_ann={root}/annotations/person_keypoints_train.json",
+        f"data.train_images={root}/train",
+        f"data.val_ann={root}/annotations/person_keypoints_val.json",
+        f"data.val_images={root}/val", "data.input_size=[64,64]", "data.workers=0",
+        "train.batch_size=2", "train.epochs=1", "train.device=cpu"])
+    run = setup_run(cfg, False, None, None, False)
+    model = getattr(run.model, "module", run.model)
+    bn = model.backbone.stem.bn
+    assert not torch.allclose(bn.running_var, torch.full_like(bn.running_var, 1 - mn.BN_EPS))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x)["heatmaps"], src.eval()(x)["heatmaps"],
+                                   atol=1e-4, rtol=1e-4)

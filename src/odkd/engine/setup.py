@@ -87,6 +87,27 @@ class TrainRun:
         return self.rank == 0
 
 
+CALIB_BATCHES = 8
+
+
+def _recalibrate_folded_bn(model, loader, device, dev_aug, main: bool) -> None:
+    """A TF.js graph (MoveNet) folded its BatchNorms into the convs, so the loaded BNs are
+    identities plus a bias, which train mode would replace by batch statistics (on LSP crops
+    only 3% of MoveNet's joints keep their place then: results/movenet_student). Re-expressed
+    in the statistics of a few training batches, train mode starts from the loaded function
+    (97%). Each rank calibrates on its own batches; DDP then broadcasts rank 0's state."""
+    from itertools import islice
+
+    from odkd.engine.step import prepare_batch
+    from odkd.models.movenet import recalibrate_bn
+
+    model.to(device)
+    n = recalibrate_bn(model, (prepare_batch(b, device, dev_aug)[0]
+                               for b in islice(iter(loader), CALIB_BATCHES)))
+    if main:
+        print(f"[odkd] {n} folded BatchNorms recalibrated on {CALIB_BATCHES} training batches")
+
+
 def setup_run(cfg: Config, resume: bool, objective, teachers: dict | None,
               progress: bool) -> TrainRun:
     """Checks, data, model, optimizer, teachers and (with ``resume``) the saved state."""
@@ -141,6 +162,8 @@ def setup_run(cfg: Config, resume: bool, objective, teachers: dict | None,
         # a fresh mask head may sit on top of a keypoint-only checkpoint (e.g. official W48)
         fmt = load_weights(model, cfg.model.init,
                            init_missing=("mask_layer.",) if cfg.model.with_mask else ())
+        if fmt == "tfjs":
+            _recalibrate_folded_bn(model, loader, device, dev_aug, main)
         if main:
             print(f"[odkd] initialised from {cfg.model.init} ({fmt})")
     model.to(device)
