@@ -151,3 +151,38 @@ def test_litehrnet_pool_matches_adaptive_pool():
     for size in [(2, 2), (4, 3), (3, 5), (5, 5), (7, 9), (16, 12), (1, 1)]:
         torch.testing.assert_close(_pool_to(x, size), F.adaptive_avg_pool2d(x, size),
                                    rtol=1e-12, atol=1e-12)
+
+
+def test_litehrnet_static_shape_helpers_equal_what_they_replace():
+    """_resize_to and _halves give the ONNX export constant shapes; in PyTorch they must be
+    interpolate(size=...) and chunk(2) exactly."""
+    import torch.nn.functional as F
+
+    from odkd.models.litehrnet import _halves, _resize_to
+
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64)
+    for target in [(6, 8), (12, 4), (3, 4), (5, 7), (9, 12)]:   # (5, 7): not a multiple
+        like = torch.zeros(1, 1, *target)
+        for mode, extra in (("nearest", {}), ("bilinear", {"align_corners": False})):
+            torch.testing.assert_close(_resize_to(x, like, mode),
+                                       F.interpolate(x, size=target, mode=mode, **extra),
+                                       rtol=1e-12, atol=1e-12)
+    for c in (4, 5):
+        y = torch.randn(2, c, 3, 3)
+        for got, want in zip(_halves(y), y.chunk(2, dim=1)):
+            assert torch.equal(got, want)
+
+
+def test_litehrnet_onnx_graph_computes_no_shapes(tmp_path):
+    """Traced at a size whose resamplings are whole multiples, the graph holds no Shape node:
+    every size is a constant, so onnxruntime does no shape arithmetic per run."""
+    import onnx
+
+    from odkd.deploy.onnx_export import export_onnx
+    from odkd.deploy.spec import spec_for_model
+
+    model = build_model("litehrnet_18").eval()
+    path = str(tmp_path / "m.onnx")
+    export_onnx(model, spec_for_model(model, input_size=(64, 64)), path)
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert "Shape" not in ops and "Resize" in ops

@@ -144,7 +144,10 @@ def optimize_fp32(src: str, dst: str) -> None:
     meta = _metadata(src)
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "opt.onnx")
-        quant_pre_process(src, out, skip_symbolic_shape=False)
+        # onnxruntime's symbolic shape inference is for transformers' symbolic dimensions;
+        # it gives up on some of these graphs and then leaves temporary files in the working
+        # directory. ONNX's own shape inference, which runs either way, gives a CNN's shapes.
+        quant_pre_process(src, out, skip_symbolic_shape=True)
         proto = onnx.load(out)
     onnx.checker.check_model(proto)
     _write_with_metadata(proto, meta, dst)

@@ -79,20 +79,50 @@ def _dw_sep(cin: int, cout: int, stride: int = 1, relu: bool = True) -> nn.Seque
     )
 
 
+def _dims(x: torch.Tensor) -> tuple[int, ...]:
+    """``x.shape`` as plain ints. Why: traced for ONNX, shapes read from a tensor become
+    Shape / Gather / Unsqueeze / Concat nodes computed on every run (the batch axis is dynamic,
+    so onnxruntime cannot fold them): about 1,300 such nodes and a fifth of Lite-HRNet-18's
+    onnxruntime time. As ints they are constants in the graph; reshapes then take the batch as
+    -1, the one dimension left free."""
+    return tuple(int(v) for v in x.shape)
+
+
+def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x.chunk(2, dim=1)`` with the split point a constant (chunk traces it from the shape)."""
+    c = _dims(x)[1]
+    return x[:, :(c + 1) // 2], x[:, (c + 1) // 2:]
+
+
+def _resize_to(x: torch.Tensor, like: torch.Tensor, mode: str) -> torch.Tensor:
+    """``x`` resized to the spatial size of ``like`` (nearest, or bilinear without aligned
+    corners). Where that size is a whole multiple of ``x``'s, given as a scale factor: the same
+    values (the sampling positions are ``(i + 0.5) / s - 0.5`` either way), and the ONNX
+    Resize then needs no shape computed at run time."""
+    (h, w), (th, tw) = _dims(x)[-2:], _dims(like)[-2:]
+    extra = {} if mode == "nearest" else {"align_corners": False}
+    if th % h == 0 and tw % w == 0:
+        return F.interpolate(x, scale_factor=(float(th // h), float(tw // w)), mode=mode,
+                             **extra)
+    return F.interpolate(x, size=(th, tw), mode=mode, **extra)
+
+
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet channel shuffle: interleave the channels of ``groups`` equal groups."""
-    n, c, h, w = x.shape
+    _, c, h, w = _dims(x)
+    n = -1
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         # Shuffle in NHWC memory and stay channels_last: the NCHW reshape below would copy a
         # channels_last tensor into NCHW and the next conv would copy it back (same values).
         y = x.permute(0, 2, 3, 1).reshape(n, h, w, groups, c // groups).transpose(3, 4)
         return y.reshape(n, h, w, c).permute(0, 3, 1, 2)
-    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+    return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
 def shuffle_cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``channel_shuffle(torch.cat([a, b], dim=1), 2)`` in one copy: channels a0, b0, a1, b1..."""
-    n, c, h, w = a.shape
+    _, c, h, w = _dims(a)
+    n = -1
     if a.stride(1) == 1 and h * w > 1:
         # channels_last (or a channel slice of one): interleave along NHWC's innermost dim
         y = torch.stack([a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1)], dim=4)
@@ -121,7 +151,7 @@ class Stem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
-        a, b = x.chunk(2, dim=1)
+        a, b = _halves(x)
         return shuffle_cat(self.branch_a(a), self.branch_b(b))
 
 
@@ -141,7 +171,7 @@ def _pool_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     multiple of 32) it is a plain avg_pool2d; elsewhere two matrix products with fixed
     averaging matrices, since the exporter refuses adaptive_avg_pool2d at sizes that do not
     divide. Both compute the same bin means as adaptive_avg_pool2d."""
-    h, w = int(x.shape[-2]), int(x.shape[-1])
+    h, w = _dims(x)[-2:]
     th, tw = int(size[0]), int(size[1])
     if h % th == 0 and w % tw == 0:
         return F.avg_pool2d(x, kernel_size=(h // th, w // tw))
@@ -164,7 +194,7 @@ class CrossResolutionWeighting(nn.Module):
         size = xs[-1].shape[-2:]
         pooled = [_pool_to(x, size) for x in xs[:-1]] + [xs[-1]]
         weights = self.expand(self.reduce(torch.cat(pooled, dim=1))).split(self.channels, dim=1)
-        return [x * F.interpolate(w, size=x.shape[-2:], mode="nearest")
+        return [x * _resize_to(w, x, "nearest")
                 for x, w in zip(xs, weights)]
 
 
@@ -195,7 +225,7 @@ class ConditionalChannelWeighting(nn.Module):
         self.spatial = nn.ModuleList(SpatialWeighting(c) for c in half)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        keep, work = zip(*(x.chunk(2, dim=1) for x in xs))
+        keep, work = zip(*(_halves(x) for x in xs))
         work = self.cross(list(work))
         work = [sw(dw(w)) for w, dw, sw in zip(work, self.depthwise, self.spatial)]
         return [shuffle_cat(k, w) for k, w in zip(keep, work)]
@@ -231,7 +261,7 @@ class Fuse(nn.Module):
                     continue
                 y = path(xs[j])
                 if j > i:
-                    y = F.interpolate(y, size=xs[i].shape[-2:], mode="nearest")
+                    y = _resize_to(y, xs[i], "nearest")
                 acc = acc + y
             outs.append(self.relu(acc))
         return outs
@@ -280,7 +310,7 @@ class IterativeHead(nn.Module):
         last: torch.Tensor | None = None
         for x, proj in zip(xs[::-1], self.projects):
             if last is not None:
-                x = x + F.interpolate(last, size=x.shape[-2:], mode="bilinear", align_corners=False)
+                x = x + _resize_to(last, x, "bilinear")
             last = proj(x)
         assert last is not None
         return last
