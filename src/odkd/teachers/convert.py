@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from odkd.errors import OdkdError
+from odkd.utils import atomic_write_text
 
 # tensorflow-cpu 2.15.1 + tf2onnx 1.16.1 convert both MoveNet graphs and the SSD graph on
 # Python 3.11 (2.15 is the last TensorFlow whose protobuf range tf2onnx 1.16.1 accepts); the
@@ -70,7 +71,7 @@ def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
         raise ConvertError(f"{what}: {cmd[0]} not found") from None
     if r.returncode != 0:
         lines = [ln for ln in (r.stderr or r.stdout or "").splitlines()
-                 if ln.strip() and not ln.startswith("WARNING: Location")]
+                 if ln.strip() and not ln.startswith("WARNING:")]   # pip's notices
         raise ConvertError(f"{what} failed (exit {r.returncode}): "
                            f"{lines[-1].strip() if lines else 'no output'}")
     return r
@@ -91,8 +92,7 @@ def ensure_env(teachers_dir: str, log: Callable[[str], None] = print) -> str:
     _run([sys.executable, "-m", "venv", d], "creating the conversion environment")
     _run([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *CONVERT_PINS],
          f"pip install {' '.join(CONVERT_PINS)} into {d}")
-    with open(os.path.join(d, ENV_STAMP), "w") as f:
-        f.write("\n".join(CONVERT_PINS) + "\n")
+    atomic_write_text(os.path.join(d, ENV_STAMP), "\n".join(CONVERT_PINS) + "\n")
     log(f"conversion environment ready in {time.perf_counter() - t0:.0f} s")
     return py
 
