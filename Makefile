@@ -32,7 +32,10 @@ teachers: $(TEACHERS_STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/odkd demo --out demo_out
 
-test: $(STAMP) $(TEACHERS_STAMP)
+# A failed set-up (no registry reachable) must not hide the rest of the suite: the teachers'
+# tests then skip, each saying which command sets them up.
+test: $(STAMP)
+	$(MAKE) teachers || echo "[make] the real teachers are not set up; their tests skip (run 'make teachers')"
 	OMP_NUM_THREADS=2 $(VPY) -m pytest -q tests
 
 test-fast: $(STAMP)
