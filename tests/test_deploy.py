@@ -123,12 +123,7 @@ def test_export_cli_student_matches_pytorch(student):
 def _export_size_cases():
     from odkd.models import MODEL_BUILDERS
 
-    # Known gap, kept visible: these export at 36x52 but onnxruntime's output differs from
-    # PyTorch's (`odkd export` refuses the file as not faithful); strict, so a fix shows.
-    gaps = {"movenet_lightning", "movenet_thunder"}
-    return [pytest.param(n, marks=pytest.mark.xfail(
-        strict=True, reason="ONNX differs from PyTorch at sizes off multiples of 32"))
-        if n in gaps else n for n in sorted(MODEL_BUILDERS)]
+    return sorted(MODEL_BUILDERS)
 
 
 @pytest.mark.parametrize("name", _export_size_cases())

@@ -77,8 +77,10 @@ def _make_divisible(v: float, divisor: int = 8) -> int:
 def _tf_same_pad(x: torch.Tensor, k: int, s: int) -> torch.Tensor:
     """TF ``SAME`` padding for a k x k, stride s conv: the extra row/column goes bottom/right."""
     ih, iw = x.shape[-2:]
-    ph = max((-(-ih // s) - 1) * s + k - ih, 0)
-    pw = max((-(-iw // s) - 1) * s + k - iw, 0)
+    # ceil as (n + s - 1) // s: traced into ONNX, // becomes Div, which truncates, so the
+    # negative floor division trick would round the other way at odd sizes
+    ph = max(((ih + s - 1) // s - 1) * s + k - ih, 0)
+    pw = max(((iw + s - 1) // s - 1) * s + k - iw, 0)
     return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
 
 
