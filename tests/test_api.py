@@ -236,14 +236,12 @@ def test_import_odkd_does_not_import_torch():
 # --------------------------------------------------------------------------- README snippet
 
 def _snippet() -> str:
-    """The python block between <!-- api-start --> and <!-- api-end --> in README.md, or in
-    results/api_snippet.md until it is pasted into the README."""
-    for path in (ROOT / "README.md", ROOT / "results" / "api_snippet.md"):
-        text = path.read_text() if path.exists() else ""
-        m = re.search(r"<!-- api-start -->\s*```python\n(.*?)```\s*<!-- api-end -->", text, re.S)
-        if m:
-            return m.group(1)
-    pytest.fail("no <!-- api-start --> python block in README.md or results/api_snippet.md")
+    """The python block between <!-- api-start --> and <!-- api-end --> in README.md."""
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"<!-- api-start -->\s*```python\n(.*?)```\s*<!-- api-end -->", text, re.S)
+    if not m:
+        pytest.fail("no <!-- api-start --> python block in README.md")
+    return m.group(1)
 
 
 def test_readme_api_snippet_runs(ckpt, real_mini, tmp_path, capsys):
