@@ -62,6 +62,33 @@ def test_every_round_runs_each_candidate_once_in_shuffled_orders():
         assert r["model_p10_ms"] == pytest.approx(r["model_ms"])
 
 
+def test_a_visit_makes_untimed_switch_calls_then_timed_burst_calls():
+    """The first call of a visit pays for the previous runtime (here: 1 s extra); with one
+    untimed switch call, none of the three timed calls of a visit does."""
+    clock, calls = FakeClock(), []
+    first = {"pending": False}
+
+    def slow_first():
+        calls.append(("setup",))
+        first["pending"] = True
+
+    def run(_):
+        clock.now += 0.010 + (1.0 if first.pop("pending", False) else 0.0)
+
+    cands = [Candidate(n, "fake", (32, 32), 1, lambda: None, run, lambda y: None, slow_first)
+             for n in "ab"]
+    for switch, expect_max in ((0, 1010.0), (1, 10.0)):
+        clock.now, calls[:] = 0.0, []
+        times = interleaved_times(cands, iters=4, warmup=1, clock=clock, burst=3,
+                                  switch=switch)
+        assert len(calls) == 2 * 5                    # setup once per visit
+        for key, t in times.items():
+            assert len(t["model"]) == 12              # 4 rounds x 3 timed calls
+            assert max(t["model"]) * 1e3 == pytest.approx(expect_max)
+    with pytest.raises(OdkdError, match="burst must be >= 1"):
+        interleaved_times(cands, iters=1, burst=0)
+
+
 def test_drift_falls_on_all_candidates_alike():
     """The machine slows down steadily (the model stage x (1 + round / 10)). Interleaved, each
     candidate meets every speed once, so the ratio of medians is the ratio of costs; timed one
@@ -155,13 +182,14 @@ def test_parse_student():
 def test_bench_latency_cli_times_a_student_on_every_runtime(tmp_path, capsys):
     out = tmp_path / "lat.json"
     assert main(["bench", "latency", "--student", "mobilenetv2@32x32", "--teachers",
-                 "--threads", "1", "--iters", "2", "--warmup", "0", "--json", str(out),
+                 "--threads", "1", "--iters", "2", "--warmup", "0", "--burst", "2",
+                 "--json", str(out),
                  "--markdown", str(tmp_path / "t.md")]) == 0
     table = capsys.readouterr().out
     report = json.loads(out.read_text())
     assert {r["runtime"] for r in report["rows"]} == {"torch", "onnxruntime",
                                                       "onnxruntime-int8"}
-    assert all(r["n"] == 2 and r["model_ms"] > 0 and r["input_size"] == [32, 32]
+    assert all(r["n"] == 4 and r["model_ms"] > 0 and r["input_size"] == [32, 32]
                for r in report["rows"])
     assert "| mobilenetv2 | onnxruntime-int8 | 32x32 |" in table
     assert (tmp_path / "t.md").read_text().strip() == table.strip()

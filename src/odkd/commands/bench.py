@@ -46,8 +46,10 @@ def register(sub) -> None:
         description="Times odkd students (any architecture at any input size, random weights) "
                     "and the real teachers through their own runtimes in one interleaved run: "
                     "batch 1, each round runs every (model, runtime, threads) once in a "
-                    "shuffled order. Pre-processing (crop + normalise), the model call and "
-                    "post-processing (decode) are timed separately. Prints a markdown table "
+                    "shuffled order, "
+                    "--switch untimed then --burst timed calls per visit. Pre-processing "
+                    "(crop + normalise), the model call and post-processing (decode) are timed "
+                    "separately. Prints a markdown table "
                     "(progress on stderr) and writes JSON.")
     lat.add_argument("--student", action="append", default=[], metavar="NAME@WxH[,WxH...]",
                      help="a student architecture and its input sizes (width x height), e.g. "
@@ -60,8 +62,13 @@ def register(sub) -> None:
                      choices=["torch", "onnxruntime", "onnxruntime-int8"],
                      help="student runtimes")
     lat.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts")
-    lat.add_argument("--iters", type=int, default=100, help="timed rounds")
-    lat.add_argument("--warmup", type=int, default=10, help="untimed rounds first")
+    lat.add_argument("--iters", type=int, default=50, help="timed rounds")
+    lat.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
+    lat.add_argument("--burst", type=int, default=3,
+                     help="timed calls per visit of a candidate (default 3)")
+    lat.add_argument("--switch", type=int, default=1,
+                     help="untimed calls at the start of each visit, which absorb the "
+                          "previous runtime's spinning threads (default 1)")
     lat.add_argument("--seed", type=int, default=0, help="seed of the round orders")
     lat.add_argument("--accuracy", default=None, metavar="FILE.json",
                      help='{"metric": NAME, "values": {KEY: number}} placed beside each row; '
@@ -138,6 +145,7 @@ def run_latency(args: argparse.Namespace) -> int:
         raise OdkdError("nothing to time: give --student NAME@WxH and/or fetched --teachers")
     report = bench_latency(students, teachers, runtimes=args.runtimes, threads=args.threads,
                            iters=args.iters, warmup=args.warmup, seed=args.seed,
+                           burst=args.burst, switch=args.switch,
                            accuracy=args.accuracy, cache=args.cache,
                            log=lambda s: print(f"[odkd] {s}", file=sys.stderr, flush=True))
     table = markdown_table(report)

@@ -11,11 +11,15 @@ one person box of one source image, batch 1:
 - ``post``: decoding to image keypoints (odkd: ``HeatmapCodec.decode``; teachers:
   ``codec.postprocess`` and the inverse affine).
 
-Interleaving: each iteration runs every candidate once, in a fresh random order (seeded), so
+Interleaving: each round visits every candidate once, in a fresh random order (seeded), so
 slow drift of the machine (other processes, clock changes) falls on all candidates alike and
-no candidate always runs right after the same one (a runtime whose threads still spin after
-its call would otherwise always slow the same neighbour). Statistics are medians with the 10th
-and 90th percentiles.
+no candidate always runs right after the same one. A visit makes ``switch`` untimed calls,
+then ``burst`` timed ones: the timed calls see the model as a stream of crops does, warm, not
+the moments after another runtime ran. Why: a multi-threaded runtime's worker threads keep
+spinning for a while after its call (onnxruntime's do by default, and turning that off costs
+each call more in wake-ups), and on two cores they slowed the next model's first call; timed
+one call per visit, onnxruntime's 2-thread latencies came out above its 1-thread ones.
+Statistics are medians with the 10th and 90th percentiles.
 """
 from __future__ import annotations
 
@@ -62,12 +66,14 @@ class Candidate:
 
 def interleaved_times(cands: Sequence[Candidate], iters: int, warmup: int = 5, seed: int = 0,
                       clock: Callable[[], float] = time.perf_counter,
-                      log: Callable[[str], None] | None = None) -> dict[str, dict]:
+                      log: Callable[[str], None] | None = None, burst: int = 1,
+                      switch: int = 0) -> dict[str, dict]:
     """``{candidate key: {"pre": [s, ...], "model": [...], "post": [...]}}``: ``warmup``
-    untimed then ``iters`` timed rounds, each running every candidate once in a shuffled
-    order."""
-    if iters < 1 or warmup < 0:
-        raise OdkdError(f"iters must be >= 1 and warmup >= 0, got {iters}, {warmup}")
+    untimed then ``iters`` timed rounds, each visiting every candidate once in a shuffled
+    order; a visit makes ``switch`` untimed calls, then ``burst`` timed ones."""
+    if iters < 1 or warmup < 0 or burst < 1 or switch < 0:
+        raise OdkdError(f"iters and burst must be >= 1, warmup and switch >= 0, got {iters}, "
+                        f"{burst}, {warmup}, {switch}")
     keys = [c.key for c in cands]
     if len(set(keys)) != len(keys):
         raise OdkdError(f"the same candidate twice: {sorted(k for k in keys if keys.count(k) > 1)}")
@@ -79,19 +85,20 @@ def interleaved_times(cands: Sequence[Candidate], iters: int, warmup: int = 5, s
         for c in order:
             if c.setup is not None:
                 c.setup()
-            t0 = clock()
-            x = c.pre()
-            t1 = clock()
-            y = c.run(x)
-            t2 = clock()
-            c.post(y)
-            t3 = clock()
-            if it >= warmup:
-                rec = times[c.key]
-                rec["pre"].append(t1 - t0)
-                rec["model"].append(t2 - t1)
-                rec["post"].append(t3 - t2)
-        if log and (it + 1 - warmup) % 25 == 0 and it >= warmup:
+            for call in range(switch + burst):
+                t0 = clock()
+                x = c.pre()
+                t1 = clock()
+                y = c.run(x)
+                t2 = clock()
+                c.post(y)
+                t3 = clock()
+                if it >= warmup and call >= switch:
+                    rec = times[c.key]
+                    rec["pre"].append(t1 - t0)
+                    rec["model"].append(t2 - t1)
+                    rec["post"].append(t3 - t2)
+        if log and (it + 1 - warmup) % 10 == 0 and it >= warmup:
             log(f"round {it + 1 - warmup}/{iters}")
     return times
 
@@ -441,8 +448,8 @@ def default_image(seed: int = 0) -> tuple[np.ndarray, list[float]]:
 
 def bench_latency(students: list[tuple[str, list[tuple[int, int]]]], teachers: Sequence[str],
                   runtimes: Sequence[str] = STUDENT_RUNTIMES, threads: Sequence[int] = (1, 2),
-                  iters: int = 100, warmup: int = 10, seed: int = 0,
-                  accuracy: str | None = None, cache: str | None = None,
+                  iters: int = 50, warmup: int = 3, seed: int = 0, burst: int = 3,
+                  switch: int = 1, accuracy: str | None = None, cache: str | None = None,
                   log: Callable[[str], None] | None = None) -> dict:
     """Build every candidate, time them in one interleaved run, return the JSON report."""
     import cv2
@@ -474,9 +481,11 @@ def bench_latency(students: list[tuple[str, list[tuple[int, int]]]], teachers: S
                                             image, box)
         for name in teachers:
             cands += teacher_candidates(name, threads, image, box, cache)
-        log(f"timing {len(cands)} candidates: {warmup} + {iters} interleaved rounds")
+        log(f"timing {len(cands)} candidates: {warmup} + {iters} interleaved rounds, each "
+            f"visit {switch} untimed + {burst} timed calls")
         t0 = time.time()
-        times = interleaved_times(cands, iters, warmup, seed, log=log)
+        times = interleaved_times(cands, iters, warmup, seed, log=log, burst=burst,
+                                  switch=switch)
         wall = time.time() - t0
     rows = aggregate(cands, times)
     for r in rows:
@@ -486,7 +495,9 @@ def bench_latency(students: list[tuple[str, list[tuple[int, int]]]], teachers: S
                 "call, post = decode to image keypoints; medians (p10, p90) of one "
                 "interleaved run",
         "settings": {"threads": list(threads), "iters": iters, "warmup": warmup, "seed": seed,
-                     "order": "every round runs each candidate once in a shuffled order",
+                     "burst": burst, "switch": switch,
+                     "order": "every round visits each candidate once in a shuffled order; "
+                              "a visit: `switch` untimed calls, then `burst` timed ones",
                      "student_weights": "random (timing does not depend on them); int8 "
                                         "calibrated on random crops",
                      "runtimes": {**RUNTIME_NAMES, **TEACHER_RUNTIME_NAMES}},
