@@ -13,6 +13,23 @@ REAL_MINI = ROOT.parent / "shared" / "data" / "real-mini"
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
 
 
+def make_tgz(path, members: dict) -> str:
+    """A gzipped tar at ``path`` holding ``members`` ({name: bytes}), as `npm pack` writes
+    one; its sha256 (what odkd's store pins)."""
+    import hashlib
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    Path(path).write_bytes(buf.getvalue())
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
 @pytest.fixture
 def load_tool():
     """Import tools/NAME.py (the tools are scripts, not a package) and return the module."""

