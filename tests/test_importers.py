@@ -457,3 +457,64 @@ def test_real_video(real_data, tmp_path):
     coco = json.loads((tmp_path / "v.json").read_text())
     assert [im["frame_index"] for im in coco["images"]] == [0, 14, 28, 42]   # 28 fps video
     assert (coco["images"][0]["width"], coco["images"][0]["height"]) == (340, 256)
+
+
+# ----------------------------------------------------------------------- detected person boxes
+
+def test_folder_detect_adds_boxes_and_counts_images_with_nobody(tmp_path):
+    src = tmp_path / "photos"
+    for name, value in (("a.jpg", 10), ("b.jpg", 200)):
+        write_image(src / name, value=value)
+    seen = []
+
+    def detect(rgb):             # a made detector: one person in the dark image, none elsewhere
+        seen.append(rgb.shape)
+        if rgb.mean() < 100:
+            return np.array([[1.0, 2.0, 10.0, 20.0]]), np.array([0.9])
+        return np.zeros((0, 4)), np.zeros(0)
+
+    res = run_import("folder", str(src), str(tmp_path / "p.json"), detect=detect,
+                     detector="fake")
+    coco = json.loads((tmp_path / "p.json").read_text())
+    assert seen == [(30, 40, 3), (30, 40, 3)]
+    assert [(a["image_id"], a["bbox"], a["score"], a["box_source"]) for a in coco["annotations"]] \
+        == [(1, [1.0, 2.0, 10.0, 20.0], 0.9, "detector:fake")]
+    assert len(coco["images"]) == 2
+    assert res.skipped == {"images where the detector found no person (no annotation)": 1}
+
+
+@pytest.mark.parametrize("fmt, options, words", [
+    ("lsp", {}, "has its own person boxes"),
+    ("folder", {"whole_image_box": True}, "choose one"),
+])
+def test_detect_is_refused_where_boxes_come_otherwise(tmp_path, fmt, options, words):
+    if fmt == "lsp":
+        make_lsp(tmp_path / "src", n=2)
+    else:
+        write_image(tmp_path / "src" / "a.jpg")
+    with pytest.raises(DataError, match=words):
+        run_import(fmt, str(tmp_path / "src"), str(tmp_path / "x.json"),
+                   detect=lambda rgb: (np.zeros((0, 4)), np.zeros(0)), **options)
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_folder_detect_with_the_shipped_detector(tmp_path, capsys):
+    from odkd.teachers import store
+
+    if not store.is_present("ssd-mobilenet-v2"):
+        pytest.skip("ssd-mobilenet-v2 not fetched (odkd teachers fetch ssd-mobilenet-v2)")
+    pf = REAL / "pennfudan" / "PNGImages" / "FudanPed00001.png"
+    if not pf.exists():
+        pytest.skip("../shared/data/real not present")
+    src = tmp_path / "photos"
+    src.mkdir()
+    (src / "street.png").write_bytes(pf.read_bytes())
+    write_image(src / "grey.jpg", 64, 48, 128)
+    assert main(["data", "import", "folder", str(src), "--out", str(tmp_path / "s.json"),
+                 "--detect"]) == 0
+    coco = json.loads((tmp_path / "s.json").read_text())
+    by_image = {im["file_name"]: im["id"] for im in coco["images"]}
+    people = [a for a in coco["annotations"] if a["image_id"] == by_image["street.png"]]
+    assert len(people) == 2                     # FudanPed00001's two pedestrians
+    assert not any(a["image_id"] == by_image["grey.jpg"] for a in coco["annotations"])
+    assert "1 images where the detector found no person" in capsys.readouterr().out

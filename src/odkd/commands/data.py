@@ -37,6 +37,13 @@ def register(sub) -> None:
     imp.add_argument("--whole-image-box", action="store_true",
                      help="folder/video: one person box covering each whole image "
                           "(box_source: whole_image) instead of no annotations")
+    imp.add_argument("--detect", nargs="?", const="ssd-mobilenet-v2", default=None,
+                     metavar="DETECTOR",
+                     help="folder/video: person boxes from an offline detector (default "
+                          "ssd-mobilenet-v2; movenet-multipose is the more precise one; "
+                          "`odkd teachers fetch` sets them up)")
+    imp.add_argument("--det-thr", type=float, default=0.3,
+                     help="--detect: lowest detection score kept (default 0.3)")
     imp.add_argument("--recursive", action="store_true", help="folder: include subfolders")
     imp.add_argument("--every", type=int, default=None,
                      help="video: keep every N-th frame (default every frame)")
@@ -51,7 +58,17 @@ def register(sub) -> None:
 def run_import_cmd(args) -> int:
     from odkd.data.importers import run_import
 
-    result = run_import(args.format, args.src, args.out, split=args.split,
+    detect = None
+    if args.detect:
+        from odkd.teachers.detector import get_detector
+
+        # built first: a missing or unknown detector is one line before any image is read
+        detector = get_detector(args.detect, score_threshold=args.det_thr)
+
+        def detect(rgb):
+            return detector(rgb, args.det_thr)
+    result = run_import(args.format, args.src, args.out, detect=detect,
+                        detector=args.detect or "", split=args.split,
                         whole_image_box=args.whole_image_box or None,
                         recursive=args.recursive or None, every=args.every, fps=args.fps,
                         max_frames=args.max_frames)

@@ -19,10 +19,15 @@ from odkd.data.importers.common import ImportResult, write_coco
 FORMATS = ("lsp", "tud", "pennfudan", "folder", "video")
 
 
-def run_import(fmt: str, src: str, out: str, **options) -> ImportResult:
+def run_import(fmt: str, src: str, out: str, detect=None, detector: str = "",
+               **options) -> ImportResult:
     """Import ``src`` in format ``fmt`` and write ``out``. ``options``: ``split`` (lsp);
     ``whole_image_box``, ``recursive`` (folder); ``every``, ``fps``, ``max_frames``,
-    ``whole_image_box`` (video). Options a format does not take are ignored when None."""
+    ``whole_image_box`` (video). Options a format does not take are ignored when None.
+
+    ``detect`` (folder and video): a function RGB image -> (boxes (N, 4) x, y, w, h, scores
+    (N,)) that gives each image its person boxes (``box_source: detector:<detector>``); the
+    caller passes it in because detectors sit above the data layer."""
     from odkd.errors import DataError
     from odkd.data.importers.common import check_out_path
 
@@ -51,6 +56,15 @@ def run_import(fmt: str, src: str, out: str, **options) -> ImportResult:
     else:
         from odkd.data.importers.video import import_video
         result = import_video(src, out, **given)
+    if detect is not None:
+        if fmt not in ("folder", "video"):
+            raise DataError(f"format {fmt} has its own person boxes; --detect is for folder "
+                            "and video")
+        if given.get("whole_image_box"):
+            raise DataError("--detect and --whole-image-box both give the person boxes; "
+                            "choose one")
+        from odkd.data.importers.common import add_detections
+        add_detections(result, detect, detector)
     write_coco(result, out)
     return result
 
