@@ -7,8 +7,8 @@ import json
 import pytest
 
 from odkd.cli import main
-from odkd.deploy.latency import (Candidate, accuracy_for, aggregate, interleaved_times,
-                                 markdown_table, parse_student, plot, read_accuracy)
+from odkd.deploy.latency import Candidate, aggregate, interleaved_times, parse_student
+from odkd.deploy.latency_report import accuracy_for, markdown_table, plot, read_accuracy
 from odkd.errors import OdkdError
 
 

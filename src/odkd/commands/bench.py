@@ -119,7 +119,8 @@ def run_infer(args: argparse.Namespace) -> int:
 
 
 def run_latency(args: argparse.Namespace) -> int:
-    from odkd.deploy.latency import bench_latency, markdown_table, parse_student, plot
+    from odkd.deploy.latency import bench_latency, parse_student
+    from odkd.deploy.latency_report import markdown_table, plot
     from odkd.errors import OdkdError
     from odkd.utils import atomic_write_text
 
