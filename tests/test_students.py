@@ -186,3 +186,15 @@ def test_litehrnet_onnx_graph_computes_no_shapes(tmp_path):
     export_onnx(model, spec_for_model(model, input_size=(64, 64)), path)
     ops = [n.op_type for n in onnx.load(path).graph.node]
     assert "Shape" not in ops and "Resize" in ops
+
+
+def test_litehrnet_eager_halves_are_chunks():
+    # The constant-split slices are for the ONNX trace only: in eager mode the halves must be
+    # chunk's, whose channels_last backward trained every committed Lite-HRNet (slices sum the
+    # gradients in another order, and the same seed would no longer give the same weights).
+    from odkd.models.litehrnet import _halves
+
+    x = torch.randn(2, 6, 4, 4, requires_grad=True).contiguous(memory_format=torch.channels_last)
+    a, b = _halves(x)
+    assert type(a.grad_fn).__name__ == type(x.chunk(2, dim=1)[0].grad_fn).__name__
+    assert torch.equal(a, x[:, :3]) and torch.equal(b, x[:, 3:])

@@ -89,7 +89,12 @@ def _dims(x: torch.Tensor) -> tuple[int, ...]:
 
 
 def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x.chunk(2, dim=1)`` with the split point a constant (chunk traces it from the shape)."""
+    """``x.chunk(2, dim=1)``; traced for ONNX, with the split point a constant (chunk traces it
+    from the shape). Eager runs keep chunk: on channels_last tensors the slices' backward sums
+    gradients in another order, and trained weights would no longer be bit-identical to
+    those of the same seed before."""
+    if not torch.onnx.is_in_onnx_export():
+        return x.chunk(2, dim=1)
     c = _dims(x)[1]
     return x[:, :(c + 1) // 2], x[:, (c + 1) // 2:]
 
