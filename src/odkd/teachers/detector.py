@@ -174,15 +174,13 @@ def detect_people(image: np.ndarray, score_threshold: float = 0.3,
 
 # ------------------------------------------------------------------ scoring against boxes
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (len(a), len(b)) of x, y, w, h boxes."""
+    """IoU matrix (len(a), len(b)) of x, y, w, h boxes (pycocotools, as COCOeval computes it)."""
+    from pycocotools import mask as mask_utils
+
     a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2])
-    y2 = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    return np.asarray(mask_utils.iou(a, b, [0] * len(b)), np.float64).reshape(len(a), len(b))
 
 
 def match_boxes(pred: np.ndarray, scores: np.ndarray, gt: np.ndarray,
