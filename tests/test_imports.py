@@ -25,7 +25,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: dict[str, int] = {
     # foundations: no odkd imports beyond each other
     "odkd._version": 0, "odkd.errors": 0, "odkd.utils": 0, "odkd.config": 0,
-    "odkd.geometry": 0, "odkd.keypoints": 0,
+    "odkd.geometry": 0, "odkd.keypoints": 0, "odkd.onnxrt": 0,
     # keypoints <-> heatmaps, both directions: shared by data, eval and deploy
     "odkd.codec": 1,
     # datasets: COCO records, crops and targets; the synthetic data generator

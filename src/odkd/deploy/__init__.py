@@ -3,7 +3,7 @@ latency benchmark.
 
 ``spec``        PoseSpec: what a deployed model needs besides weights (input size, joints, flips)
 ``onnx_export`` export an odkd model to ONNX (dynamic batch, metadata) and verify it
-``ort_model``   OrtPoseModel: onnxruntime session with the call interface of an odkd model
+``ort_model``   OrtPoseModel: an onnxruntime model with the call interface of an odkd model
 ``loader``      load_pose / load_torch_model: a checkpoint or ONNX file -> model, spec, config
 ``visualize``   skeleton / mask overlays drawn with OpenCV
 ``infer``       batched top-down inference over images, folders and videos

@@ -64,7 +64,7 @@ def bench_infer(model: nn.Module, spec: PoseSpec, threads: Sequence[int] = (1, 2
     instead of exporting to a temporary file.
     """
     from odkd.deploy.onnx_export import export_onnx
-    from odkd.deploy.ort_model import make_session
+    from odkd.onnxrt import make_session
     from odkd.models.complexity import complexity
 
     for b in backends:

@@ -224,7 +224,7 @@ def student_candidates(name: str, size: tuple[int, int], paths: dict, runtimes: 
     from odkd.codec import HeatmapCodec
     from odkd.config import Config
     from odkd.data.dataset import normalize_crop, warp_crop
-    from odkd.deploy.ort_model import make_session
+    from odkd.onnxrt import make_session
     from odkd.deploy.spec import spec_for_model
     from odkd.geometry import box_to_center_scale
     from odkd.models import build_model

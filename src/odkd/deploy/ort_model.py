@@ -1,4 +1,4 @@
-"""OrtPoseModel: an onnxruntime session that is called like an odkd model.
+"""OrtPoseModel: an exported odkd model run by onnxruntime and called like an odkd model.
 
 ``model(images)`` takes an (N, 3, H, W) float tensor and returns ``{"heatmaps": tensor, "mask":
 tensor?}`` (CPU float32), and ``eval()`` / ``train()`` / ``training`` / ``to()`` exist, so the
@@ -13,37 +13,7 @@ import torch
 
 from odkd.deploy.spec import PoseSpec
 from odkd.errors import CheckpointError, OdkdError
-
-
-def make_session(path: str, threads: int | None = None, device: str = "cpu"):
-    """onnxruntime InferenceSession; ``threads`` sets intra-op threads (None: ORT's default).
-
-    ``device`` 'cuda'/'cuda:N' uses the CUDA provider when this onnxruntime has it, 'auto' uses
-    it when available; otherwise the CPU provider.
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads is not None:
-        if threads < 1:
-            raise OdkdError(f"threads must be >= 1, got {threads}")
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    available = ort.get_available_providers()
-    providers: list = ["CPUExecutionProvider"]
-    if device.startswith("cuda") or device == "auto":
-        if "CUDAExecutionProvider" in available:
-            idx = int(device.split(":")[1]) if ":" in device else 0
-            providers = [("CUDAExecutionProvider", {"device_id": idx}), "CPUExecutionProvider"]
-        elif device.startswith("cuda"):
-            raise OdkdError(f"device {device}: this onnxruntime has no CUDA provider "
-                            f"(available: {', '.join(available)}); install onnxruntime-gpu")
-    try:
-        return ort.InferenceSession(path, sess_options=opts, providers=providers)
-    except Exception as e:  # onnxruntime raises its own exception types for bad files
-        raise CheckpointError(f"{path}: onnxruntime cannot load it: "
-                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+from odkd.onnxrt import make_session
 
 
 class OrtPoseModel:

@@ -6,7 +6,6 @@ only when a runner is built.
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
@@ -66,21 +65,10 @@ _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(i
 
 class OnnxRunner(Runner):
     def __init__(self, path: str, num_threads: int = 1):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise OdkdError("ONNX teachers need onnxruntime: pip install 'odkd[deploy]'"
-                            ) from None
-        if not os.path.isfile(path):
-            raise CheckpointError(f"{path}: ONNX model not found")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(num_threads)
-        opts.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own untyped exceptions
-            msg = " ".join(str(e).split())[:160]
-            raise CheckpointError(f"{path}: not a loadable ONNX model ({msg})") from None
+        from odkd.onnxrt import make_session
+
+        # sequential execution, intra-op threads only: the same runtime settings as students
+        self.session = make_session(path, threads=int(num_threads))
 
         def info(a):
             return dict(name=a.name, dtype=np.dtype(_ORT_DTYPES.get(a.type, np.float32)),
