@@ -484,18 +484,30 @@ def test_folder_detect_adds_boxes_and_counts_images_with_nobody(tmp_path):
 
 
 @pytest.mark.parametrize("fmt, options, words", [
-    ("lsp", {}, "has its own person boxes"),
+    ("pennfudan", {}, "has its own person boxes"),
     ("folder", {"whole_image_box": True}, "choose one"),
 ])
 def test_detect_is_refused_where_boxes_come_otherwise(tmp_path, fmt, options, words):
-    if fmt == "lsp":
-        make_lsp(tmp_path / "src", n=2)
+    if fmt == "pennfudan":
+        make_pennfudan(tmp_path / "src")
     else:
         write_image(tmp_path / "src" / "a.jpg")
     with pytest.raises(DataError, match=words):
         run_import(fmt, str(tmp_path / "src"), str(tmp_path / "x.json"),
                    detect=lambda rgb: (np.zeros((0, 4)), np.zeros(0)), **options)
     assert not (tmp_path / "x.json").exists()
+
+
+def test_lsp_detect_replaces_the_joints_with_detector_boxes(tmp_path):
+    """Label-free LSP: nothing of the joints (nor the box drawn around them) is kept."""
+    make_lsp(tmp_path / "src", n=3)
+    res = run_import("lsp", str(tmp_path / "src"), str(tmp_path / "l.json"), split="all",
+                     detect=lambda rgb: (np.array([[2.0, 3.0, 20.0, 25.0]]), np.array([0.8])),
+                     detector="fake")
+    anns = res.coco["annotations"]
+    assert len(anns) == 3
+    assert all(a["num_keypoints"] == 0 and not any(a["keypoints"]) for a in anns)
+    assert all(a["bbox"] == [2.0, 3.0, 20.0, 25.0] for a in anns)
 
 
 def test_folder_detect_with_the_shipped_detector(tmp_path, capsys):
@@ -518,3 +530,38 @@ def test_folder_detect_with_the_shipped_detector(tmp_path, capsys):
     assert len(people) == 2                     # FudanPed00001's two pedestrians
     assert not any(a["image_id"] == by_image["grey.jpg"] for a in coco["annotations"])
     assert "1 images where the detector found no person" in capsys.readouterr().out
+
+
+def test_merge_renumbers_ids_and_keeps_every_image_reachable(tmp_path):
+    import cv2
+
+    from odkd.data.coco import load_coco
+    from odkd.data.importers import run_import
+    from odkd.data.importers.common import write_coco
+    from odkd.data.importers.merge import merge_coco
+
+    parts = []
+    for name in ("a", "b"):
+        d = tmp_path / name / "imgs"
+        d.mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(d / f"{i}.jpg"), np.full((40, 30, 3), 50 * i, np.uint8))
+        out = str(tmp_path / name / f"{name}.json")
+        run_import("folder", str(d), out, whole_image_box=True)
+        parts.append(out)
+    merged = merge_coco(parts)
+    path = str(tmp_path / "out" / "merged.json")
+    os.makedirs(os.path.dirname(path))
+    write_coco(merged, path)
+    coco = load_coco(path, "", train=False, unlabelled=True)
+    assert len(coco.records) == 4
+    assert len({r.file_name for r in coco.records}) == 4
+    assert all(os.path.exists(r.file_name) for r in coco.records)
+    data = json.loads(open(path).read())
+    assert [a["id"] for a in data["annotations"]] == [1, 2, 3, 4]
+    with pytest.raises(DataError, match="at least two"):
+        merge_coco(parts[:1])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    with pytest.raises(DataError, match="image_root"):
+        merge_coco([parts[0], str(bad)])

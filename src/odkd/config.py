@@ -47,6 +47,7 @@ class DataConfig:
     cache_images: bool = False          # decode every image once into RAM (small datasets)
     device_aug: bool = False            # train: crop/flip/jitter/targets batched on the device
     device_max_side: int = 0            # device_aug: downscale images larger than this (0 = never)
+    occlusion: float = 0.0              # train on teacher views: chance of 1-2 occluding patches
 
 
 @dataclass
@@ -110,6 +111,9 @@ class TeacherConfig:
     checkpoint: str = ""                # odkd checkpoint (or any format odkd convert reads)
     model: str = ""                     # architecture name when the checkpoint lacks one
     with_mask: bool = False
+    # A real teacher (odkd.teachers: movenet-lightning, movenet-thunder+blazepose-heavy, ...):
+    # its keypoints, confidences and mask are computed once per view into distill.cache.
+    name: str = ""
 
 
 @dataclass
@@ -132,6 +136,15 @@ class DistillConfig:
     binarize_targets: list = field(default_factory=lambda: ["teacher"])  # any of gt, teacher
     binarize_mode: str = "mask"         # none | hard | mask (docs/method.md "Binarization")
     binarize_tau: float = 0.5           # threshold as a fraction of each map's peak
+    # Real teachers (pt.name / st.name): outputs cached once per augmented view of each person
+    # of data.train_ann (module distill.cache); "" = a folder under $ODKD_CACHE/views.
+    cache: str = ""
+    views: int = 4                      # views per person (view 0 is the plain box)
+    # Per-joint weight of a real teacher's target from its confidence c: hard = 1 if c >= thr,
+    # soft = c if c >= thr (0 below). Chosen on LSP 1001-2000: docs/results.md.
+    conf_rule: str = "hard"
+    conf_thr: float = 0.3
+    people: int = 0                     # train on this many of the cached people (0 = all)
 
 
 @dataclass

@@ -39,7 +39,7 @@ def register(sub) -> None:
                           "(box_source: whole_image) instead of no annotations")
     imp.add_argument("--detect", nargs="?", const="ssd-mobilenet-v2", default=None,
                      metavar="DETECTOR",
-                     help="folder/video: person boxes from an offline detector (default "
+                     help="folder/video/lsp: person boxes from an offline detector (default "
                           "ssd-mobilenet-v2; movenet-multipose is the more precise one; "
                           "`odkd teachers fetch` sets them up)")
     imp.add_argument("--det-thr", type=float, default=0.3,
@@ -53,6 +53,24 @@ def register(sub) -> None:
                      help="video: stop after this many kept frames")
     imp.add_argument("--json", action="store_true", help="print the counts as one JSON line")
     imp.set_defaults(func=run_import_cmd)
+    mrg = dsub.add_parser("merge", help="merge COCO jsons (e.g. several imported sets) into one",
+                          description="Write OUT.json holding the images and people of every "
+                                      "INPUT json (ids renumbered, file names relative to one "
+                                      "common image folder).")
+    mrg.add_argument("inputs", nargs="+", metavar="INPUT.json")
+    mrg.add_argument("--out", required=True, metavar="OUT.json", help="json file to write")
+    mrg.set_defaults(func=run_merge_cmd)
+
+
+def run_merge_cmd(args) -> int:
+    from odkd.data.importers.common import write_coco
+    from odkd.data.importers.merge import merge_coco
+
+    result = merge_coco(args.inputs)
+    write_coco(result, args.out)
+    print(f"data merge: {result.summary()}")
+    print(f"wrote {args.out}")
+    return 0
 
 
 def run_import_cmd(args) -> int:

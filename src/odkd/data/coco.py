@@ -294,18 +294,27 @@ def check_image_files(paths: list[str], source: str) -> None:
 # ------------------------------------------------------------------------------- GT annotations
 
 def load_coco(ann_file: str, image_dir: str, *, train: bool, flip_pairs=None,
-              upper_body_ids=None, check_images: bool = True, box_rule: str = "odkd"
-              ) -> CocoPoseSet:
+              upper_body_ids=None, check_images: bool = True, box_rule: str = "odkd",
+              unlabelled: bool = False) -> CocoPoseSet:
     """Load a COCO person_keypoints json.
 
     ``train=True`` drops crowds and people without labelled keypoints (nothing to learn).
     ``train=False`` keeps every non-crowd person with a box, which is the set mmpose's
     ``use_gt_bbox`` evaluates. Records are sorted by (image id, annotation id).
-    ``box_rule``: how GT boxes are clipped (see :func:`clip_box`).
+    ``box_rule``: how GT boxes are clipped (see :func:`clip_box`). An empty ``image_dir``
+    means the json's ``info.image_root`` (relative to the json), which ``odkd data import``
+    writes. ``unlabelled=True`` also keeps people without keypoints (distillation from real
+    teachers needs only their boxes).
     """
     if box_rule not in BOX_RULES:
         raise ValueError(f"box_rule must be one of {BOX_RULES}, got {box_rule!r}")
     f = read_person_keypoints(ann_file)
+    if not image_dir:
+        root = f.data.get("info", {}).get("image_root")
+        if root is None:
+            raise DataError(f"{ann_file}: field info.image_root: absent; give the image "
+                            "folder (data.train_images / data.val_images / --images)")
+        image_dir = os.path.join(os.path.dirname(os.path.abspath(ann_file)), root)
     cat = f.category
     names: list[str] = list(cat["keypoints"])
     k = len(names)
@@ -343,7 +352,7 @@ def load_coco(ann_file: str, image_dir: str, *, train: bool, flip_pairs=None,
         if area <= 0:
             skipped["zero_area"] += 1
             continue
-        if num_kpts == 0:
+        if num_kpts == 0 and not unlabelled:
             # Training has nothing to learn from them, and COCOeval ignores them, so a GT-box
             # prediction for one would only count as a false positive (HRNet skips them too).
             skipped["no_keypoints"] += 1

@@ -171,6 +171,13 @@ class DistillLoss:
         """Teachers to run at this step; the others contribute nothing, so skip their forward."""
         return _active_teachers(self.cfg, *self.weights(step))
 
+    @staticmethod
+    def _teacher_weight(out: dict, tw: torch.Tensor) -> torch.Tensor:
+        """A real teacher's own per-joint weights (its confidence, :mod:`odkd.distill.views`)
+        where it gives them, else the GT ``target_weight``."""
+        w = out.get("target_weight")
+        return tw if w is None else w
+
     def _teacher_heatmaps(self, name: str, out: dict, student_hm: torch.Tensor) -> torch.Tensor:
         hm = out["heatmaps"].detach().float()
         _check_shape(f"teacher {name!r} heatmaps", hm, student_hm)
@@ -211,7 +218,8 @@ class DistillLoss:
             for t, w in (("pt", w_pt), ("st", w_st)):
                 if t in active:
                     t_hm = self._teacher_heatmaps(t, teacher_out[t], s_hm)
-                    terms[f"{t}_kpt"] = joints_mse(s_hm, t_hm, tw)
+                    terms[f"{t}_kpt"] = joints_mse(s_hm, t_hm,
+                                                   self._teacher_weight(teacher_out[t], tw))
                     loss = loss + c.fpd_alpha * w * terms[f"{t}_kpt"]
         else:
             loss = c.gt_weight * terms["gt_kpt"]
@@ -220,13 +228,13 @@ class DistillLoss:
                 loss = loss + self.mask_loss_weight * terms["gt_mask"]
             if "pt" in active:  # implies kd_weight > 0
                 t_hm = self._teacher_heatmaps("pt", teacher_out["pt"], s_hm)
-                terms["pt_kpt"] = joints_mse(s_hm, t_hm, tw)
+                terms["pt_kpt"] = joints_mse(s_hm, t_hm, self._teacher_weight(teacher_out["pt"], tw))
                 loss = loss + c.kd_weight * w_pt * terms["pt_kpt"]
             if "st" in active:
                 st = teacher_out["st"]
                 if c.kd_weight > 0:
                     t_hm = self._teacher_heatmaps("st", st, s_hm)
-                    terms["st_kpt"] = joints_mse(s_hm, t_hm, tw)
+                    terms["st_kpt"] = joints_mse(s_hm, t_hm, self._teacher_weight(st, tw))
                     loss = loss + c.kd_weight * w_st * terms["st_kpt"]
                 st_mask = st.get("mask")
                 if c.seg_weight > 0 and s_mask is not None and st_mask is not None:

@@ -87,6 +87,8 @@ def load_teachers(cfg: DistillConfig, device: torch.device | str
         tc: TeacherConfig = getattr(cfg, key)
         if key not in used:
             continue
+        if not tc.checkpoint and tc.name:
+            continue   # a real teacher: its outputs come with the batch (odkd.distill.real)
         if not tc.checkpoint:
             raise ConfigError(f"distill.{key}.checkpoint: schedule {cfg.schedule!r} uses the "
                               f"{TEACHER_NAMES[key]} but no checkpoint is given; set "
@@ -96,14 +98,27 @@ def load_teachers(cfg: DistillConfig, device: torch.device | str
 
 
 def run_teachers(teachers: dict[str, FrozenTeacher | None], images: torch.Tensor,
-                 needed: Iterable[str]) -> dict[str, dict[str, torch.Tensor] | None]:
-    """Run only the ``needed`` teachers on ``images``; the others map to None."""
+                 needed: Iterable[str], cached: dict | None = None
+                 ) -> dict[str, dict[str, torch.Tensor] | None]:
+    """Run only the ``needed`` teachers on ``images``; the others map to None.
+
+    ``cached``: outputs of real teachers that came with the batch
+    (:func:`odkd.distill.views.teacher_outputs_from_batch`). A needed teacher with no model is
+    taken from there; one with both gets the model's heatmaps with the cached per-joint
+    weights and mask (the model's own mask wins)."""
     needed = set(needed)
-    out: dict[str, dict[str, torch.Tensor] | None] = {"pt": None, "st": None}
+    cached = {k: v for k, v in (cached or {}).items() if v is not None}
+    out: dict[str, dict[str, torch.Tensor] | None] = {
+        k: cached.get(k) if k in needed else None for k in ("pt", "st")}
     for key in sorted(needed):
         teacher = teachers.get(key)
+        if teacher is None and key in cached:
+            continue
         if teacher is None:
             raise ValueError(f"teacher {key!r} is needed but was not loaded "
                              f"(loaded: {sorted(k for k, t in teachers.items() if t is not None)})")
-        out[key] = teacher(images)
+        online = teacher(images)
+        if key in cached:
+            online = {**{k: v for k, v in cached[key].items() if k != "heatmaps"}, **online}
+        out[key] = online
     return out

@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from odkd.config import Config, ConfigError, save_config, upgrade_saved_config
 from odkd.data.dataset import build_datasets
+from odkd.distill.real import real_teachers_in_use, teacher_view_set
 from odkd.engine import dist as odist
 from odkd.engine.checkpointing import check_resume_config, csv_truncate
 from odkd.engine.loader import build_train_loader
@@ -26,6 +27,8 @@ from odkd.utils import seed_everything
 def _check_data(cfg: Config) -> None:
     for key in ("train_ann", "train_images", "val_ann", "val_images"):
         path = getattr(cfg.data, key)
+        if not path and key.endswith("_images"):
+            continue   # the json's info.image_root (odkd.data.coco.load_coco)
         if not path:
             raise ConfigError(f"data.{key} is empty: set it in the config or as data.{key}=PATH")
         if not os.path.exists(path):
@@ -108,6 +111,16 @@ def _recalibrate_folded_bn(model, loader, device, dev_aug, main: bool) -> None:
         print(f"[odkd] {n} folded BatchNorms recalibrated on {CALIB_BATCHES} training batches")
 
 
+def resolve_init(init: str) -> str:
+    """``model.init``: a file, or the name of stored weights (``movenet-lightning-tfjs``,
+    set up by ``odkd teachers fetch``) looked up in the teacher cache."""
+    from odkd.teachers import store
+
+    if init in store.MODELS and store.MODELS[init].kind == "weights":
+        return store.model_path(init)
+    return os.path.expanduser(init)
+
+
 def setup_run(cfg: Config, resume: bool, objective, teachers: dict | None,
               progress: bool) -> TrainRun:
     """Checks, data, model, optimizer, teachers and (with ``resume``) the saved state."""
@@ -139,8 +152,18 @@ def setup_run(cfg: Config, resume: bool, objective, teachers: dict | None,
     if main:
         save_config(cfg, os.path.join(cfg.workdir, "config.yaml"))
 
-    train_set, val_set, sets = build_datasets(cfg)
-    if main:
+    real = real_teachers_in_use(cfg.distill) and hasattr(objective, "set_total_steps")
+    train_set, val_set, sets = build_datasets(cfg, train=not real)
+    if real:
+        # rank 0 labels the views; the others then read the finished cache
+        if main:
+            train_set = teacher_view_set(cfg, progress=bar_on)
+        odist.barrier()
+        if not main:
+            train_set = teacher_view_set(cfg, progress=False)
+        if main:
+            print(f"[odkd] train: {train_set.summary}")
+    elif main:
         print(f"[odkd] train: {sets['train'].summary()}")
         print(f"[odkd] val:   {val_set.summary}")
     if len(train_set) == 0:
@@ -160,7 +183,7 @@ def setup_run(cfg: Config, resume: bool, objective, teachers: dict | None,
               + f"; batch {cfg.train.batch_size}, {cfg.train.epochs} epochs")
     if cfg.model.init and not resume:
         # a fresh mask head may sit on top of a keypoint-only checkpoint (e.g. official W48)
-        fmt = load_weights(model, cfg.model.init,
+        fmt = load_weights(model, resolve_init(cfg.model.init),
                            init_missing=("mask_layer.",) if cfg.model.with_mask else ())
         if fmt == "tfjs":
             _recalibrate_folded_bn(model, loader, device, dev_aug, main)

@@ -10,6 +10,7 @@ import torch
 
 from odkd.config import Config, ConfigError, TrainConfig
 from odkd.distill.teachers import run_teachers
+from odkd.distill.views import teacher_outputs_from_batch
 from odkd.losses import joints_mse, mask_bce
 
 
@@ -87,6 +88,8 @@ def maybe_compile(module, cfg: Config):
 
 
 GT_KEYS = ("heatmap", "target_weight", "mask", "mask_weight")
+# cached real-teacher targets (odkd.distill.views), present only in such batches
+TEACHER_KEYS = tuple(f"{t}_{k}" for t in ("pt", "st") for k in ("heatmap", "weight", "mask"))
 
 
 def prepare_batch(batch: dict, device: torch.device, dev_aug=None, channels_last: bool = False
@@ -98,7 +101,8 @@ def prepare_batch(batch: dict, device: torch.device, dev_aug=None, channels_last
         gt = {k: batch[k] for k in GT_KEYS}
     else:
         images = batch["image"].to(device, non_blocking=True)
-        gt = {k: batch[k].to(device, non_blocking=True) for k in GT_KEYS}
+        gt = {k: batch[k].to(device, non_blocking=True) for k in GT_KEYS + TEACHER_KEYS
+              if k in batch}
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     return images, gt
@@ -115,7 +119,9 @@ def train_step(cfg: Config, device: torch.device, fwd, objective, teachers: dict
     """
     with autocast_ctx(cfg, device):
         out = fwd(images)
-    t_out = run_teachers(teachers, images, objective.needed_teachers(step))
+    cached = teacher_outputs_from_batch(gt) if "pt_heatmap" in gt or "st_heatmap" in gt \
+        else None
+    t_out = run_teachers(teachers, images, objective.needed_teachers(step), cached)
     loss, logs = objective(out, gt, t_out, step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -57,9 +57,13 @@ def run_import(fmt: str, src: str, out: str, detect=None, detector: str = "",
         from odkd.data.importers.video import import_video
         result = import_video(src, out, **given)
     if detect is not None:
-        if fmt not in ("folder", "video"):
-            raise DataError(f"format {fmt} has its own person boxes; --detect is for folder "
-                            "and video")
+        if fmt not in ("folder", "video", "lsp"):
+            raise DataError(f"format {fmt} has its own person boxes; --detect is for folder, "
+                            "video and lsp")
+        if fmt == "lsp":
+            # label-free use of LSP: the detector's boxes replace the joints (and the box
+            # drawn around them), so nothing of the labels reaches training
+            result.coco["annotations"] = []
         if given.get("whole_image_box"):
             raise DataError("--detect and --whole-image-box both give the person boxes; "
                             "choose one")
