@@ -180,3 +180,21 @@ def test_people_trains_on_an_even_share_of_the_cached_people(setup, tmp_path):
                             log=lambda s: None)
     people = sorted(set(part.views["person"].tolist()))
     assert people == [0, len(full.records) - 1] and len(part) == 2 * 3
+
+
+def test_own_heatmaps_are_cached_and_become_the_target(setup, tmp_path):
+    ds = teacher_view_set(_cfg(setup, tmp_path / "c", "distill.st.own_heatmaps=true"),
+                          progress=False, log=lambda s: None)
+    own = ds.views["st_heatmaps"]
+    assert own.shape == (len(ds), 17, 16, 12) and own.dtype == np.uint8
+    assert "pt_heatmaps" not in ds.views
+    s = ds[2]
+    np.testing.assert_allclose(s["st_heatmap"].numpy(), own[2] / 255.0, atol=1e-6)
+    # the Gaussian target of the other teacher is unchanged
+    assert float(s["pt_heatmap"].max()) == pytest.approx(1.0, abs=0.05) or \
+        float(s["pt_weight"].sum()) == 0
+    # a folder made without them is not served to a run that wants them
+    teacher_view_set(_cfg(setup, tmp_path / "d"), progress=False, log=lambda s: None)
+    with pytest.raises(DataError, match="own_heatmaps"):
+        teacher_view_set(_cfg(setup, tmp_path / "d", "distill.st.own_heatmaps=true"),
+                         progress=False)

@@ -114,6 +114,9 @@ class TeacherConfig:
     # A real teacher (odkd.teachers: movenet-lightning, movenet-thunder+blazepose-heavy, ...):
     # its keypoints, confidences and mask are computed once per view into distill.cache.
     name: str = ""
+    # imitate the real teacher's own heatmaps (cached as uint8; BlazePose has them) instead of
+    # Gaussians at its keypoints
+    own_heatmaps: bool = False
 
 
 @dataclass

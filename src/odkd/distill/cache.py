@@ -28,7 +28,7 @@ import json
 import os
 import time
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -68,6 +68,7 @@ class CacheSpec:
     teachers: dict              # {"pt": name or "", "st": name or ""}
     format: str = FORMAT
     version: int = VERSION
+    own_heatmaps: list = field(default_factory=list)   # teachers whose own heatmaps are kept
 
     def key(self) -> str:
         return hashlib.sha1(json.dumps(_comparable(asdict(self)), sort_keys=True).encode()
@@ -86,6 +87,8 @@ def _comparable(d: dict) -> dict:
     rescaled from the stored heatmap frame to the run's, :func:`rescale`)."""
     d = dict(d)
     d.pop("data", None)
+    if not d.get("own_heatmaps"):
+        d.pop("own_heatmaps", None)   # folders from before the field hold none
     size = d.pop("input_size", None)
     d.pop("heatmap_size", None)
     if size:
@@ -111,6 +114,10 @@ def rescale(arrays: dict, have, want) -> dict:
         elif k.endswith("_mask"):
             out[k] = np.stack([cv2.resize(m, tuple(int(v) for v in want),
                                           interpolation=cv2.INTER_LINEAR) for m in a])
+        elif k.endswith("_heatmaps"):
+            out[k] = np.stack([[cv2.resize(c, tuple(int(v) for v in want),
+                                           interpolation=cv2.INTER_LINEAR) for c in m]
+                               for m in a])
     return out
 
 
@@ -125,7 +132,9 @@ def cache_spec(cfg: Config, records: list[PersonRecord]) -> CacheSpec:
         input_size=[int(v) for v in d.input_size],
         heatmap_size=[int(d.input_size[0]) // stride, int(d.input_size[1]) // stride],
         padding=float(d.padding), augment=aug,
-        teachers={k: getattr(cfg.distill, k).name for k in TEACHER_KEYS})
+        teachers={k: getattr(cfg.distill, k).name for k in TEACHER_KEYS},
+        own_heatmaps=[k for k in TEACHER_KEYS
+                      if getattr(cfg.distill, k).name and getattr(cfg.distill, k).own_heatmaps])
 
 
 def default_cache_dir(spec: CacheSpec) -> str:
@@ -207,7 +216,8 @@ def _expected_keys(teachers: dict) -> set[str]:
     return keys
 
 
-def read_shard(path: str, first: int, n_people: int, spec: CacheSpec, mask_keys) -> dict | None:
+def read_shard(path: str, first: int, n_people: int, spec: CacheSpec, mask_keys
+               ) -> dict | None:
     """A shard's arrays, or None when it is missing, truncated, corrupt or not the expected
     content (then it is recomputed, never trained on)."""
     if not os.path.exists(path):
@@ -226,6 +236,8 @@ def read_shard(path: str, first: int, n_people: int, spec: CacheSpec, mask_keys)
             want[f"{k}_keypoints"] = (n, 17, 3)
     for k in mask_keys:
         want[f"{k}_mask"] = (n,) + hw
+    for k in spec.own_heatmaps:
+        want[f"{k}_heatmaps"] = (n, 17) + hw
     if set(arrays) != set(want) or any(arrays[k].shape != s for k, s in want.items()):
         return None
     if not np.array_equal(arrays["person"], np.repeat(np.arange(first, first + n_people),
@@ -255,6 +267,7 @@ def build_cache(folder: str, spec: CacheSpec, records: list[PersonRecord], teach
         atomic_write_text(manifest, json.dumps(asdict(spec), indent=1) + "\n")
     teachers = {k: t for k, t in teachers.items() if t is not None}
     mask_keys = [k for k, t in teachers.items() if t.has_mask]
+    t_names = {k: t.name for k, t in teachers.items()}
     hint_key = "pt" if "pt" in teachers else next(iter(teachers))
     aspect = spec.input_size[0] / spec.input_size[1]
     augment = TrainAugment(AugmentParams(**spec.augment), flip_pairs, upper_body_ids, aspect)
@@ -284,6 +297,8 @@ def build_cache(folder: str, spec: CacheSpec, records: list[PersonRecord], teach
             out[f"{k}_keypoints"] = []
         for k in mask_keys:
             out[f"{k}_mask"] = []
+        for k in spec.own_heatmaps:
+            out[f"{k}_heatmaps"] = []
         for i in range(first, first + n):
             rec = records[i]
             image = read_image(rec)
@@ -300,11 +315,12 @@ def build_cache(folder: str, spec: CacheSpec, records: list[PersonRecord], teach
                     flipped = _flip(image) if flipped is None else flipped
                     src = flipped
                 for k, t in teachers.items():
-                    if k == hint_key and v is views[0] and not t.has_mask:
+                    own = k in spec.own_heatmaps
+                    if k == hint_key and v is views[0] and not t.has_mask and not own:
                         per[k].append(h0)   # view 0 of the hint teacher is already known
                         continue
                     per[k].append(t(src, v["center"][None], v["scale"][None],
-                                    [v["rotation"]], hm_size))
+                                    [v["rotation"]], hm_size, own_heatmaps=own))
             for j, v in enumerate(views):
                 out["person"].append(i)
                 out["center"].append(np.asarray(v["center"], np.float32))
@@ -316,6 +332,14 @@ def build_cache(folder: str, spec: CacheSpec, records: list[PersonRecord], teach
                 for k in mask_keys:
                     m = per[k][j]["mask"][0, 0]
                     out[f"{k}_mask"].append(np.round(np.clip(m, 0, 1) * 255).astype(np.uint8))
+                for k in spec.own_heatmaps:
+                    if "own_heatmaps" not in per[k][j]:
+                        raise DataError(f"distill.{k}.own_heatmaps: teacher {t_names[k]} gives "
+                                        "no heatmaps of its own (BlazePose does; MoveNet's "
+                                        "runtimes give keypoints only)")
+                    hmo = per[k][j]["own_heatmaps"][0]
+                    out[f"{k}_heatmaps"].append(
+                        np.round(np.clip(hmo, 0, 1) * 255).astype(np.uint8))
             bar.update(1)
         arrays = {k: np.stack(v) for k, v in out.items()}
         arrays["person"] = arrays["person"].astype(np.int64)

@@ -5,7 +5,8 @@ centre, scale, rotation and flip, then, drawn afresh each epoch from (seed, epoc
 colour jitter and (``data.occlusion``) one or two occluding patches, which the teachers never
 saw. Targets per teacher ``t`` in ``pt``/``st``:
 
-* ``t_heatmap`` (K, h, w): the codec's Gaussians at the teacher's keypoints, peak 1;
+* ``t_heatmap`` (K, h, w): the codec's Gaussians at the teacher's keypoints, peak 1 (or, with
+  ``distill.t.own_heatmaps``, the teacher's own heatmaps);
 * ``t_weight`` (K, 1): :func:`confidence_weight` of the teacher's confidence, 0 for a joint
   outside the heatmap;
 * ``t_mask`` (1, h, w): the teacher's person probability, for a teacher with a mask.
@@ -135,6 +136,8 @@ class TeacherViewDataset(Dataset):
         for k in self.teachers:
             kp = v[f"{k}_keypoints"][index]
             hm, inside = self.codec.encode(np.c_[kp[:, :2], np.ones(len(kp), np.float32)])
+            if f"{k}_heatmaps" in v:   # the teacher's own maps instead of Gaussians
+                hm = v[f"{k}_heatmaps"][index].astype(np.float32) / 255.0
             weight = inside * confidence_weight(kp[:, 2], self.conf_rule, self.conf_thr)
             sample[f"{k}_heatmap"] = torch.from_numpy(hm)
             sample[f"{k}_weight"] = torch.from_numpy(weight.astype(np.float32))
