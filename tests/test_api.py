@@ -18,6 +18,7 @@ import torch
 import odkd
 from odkd.cli import main
 from odkd.config import Config, ConfigError
+from odkd.data.dataset import read_image
 from odkd.deploy.infer import InferOptions, run_inference
 from odkd.errors import CheckpointError, DataError
 from odkd.models import build_model
@@ -91,8 +92,8 @@ def test_api_equals_infer_cli_with_detections(ckpt, real_mini, tmp_path):
 
 def test_api_equals_infer_cli_whole_image(ckpt, real_mini, tmp_path):
     img = str(real_mini / "coco" / IMG)
-    cli = _cli_infer(ckpt, img, tmp_path)
-    people = odkd.load(ckpt, device="cpu").predict(img)
+    cli = _cli_infer(ckpt, img, tmp_path, "--boxes", "full")
+    people = odkd.load(ckpt, device="cpu").predict(img, boxes="full")
     assert len(people) == len(cli) == 1 and people[0].box is None
     np.testing.assert_array_equal(np.reshape(cli[0]["keypoints"], (17, 3)), _rows(people)[0])
     assert (people[0].scores > 0.2).any()   # the overlay below has joints to compare
@@ -100,7 +101,7 @@ def test_api_equals_infer_cli_whole_image(ckpt, real_mini, tmp_path):
     np.testing.assert_array_equal(odkd.draw(img, people), png)
     # an array image gives the same people as its path
     same = odkd.load(ckpt, device="cpu").predict(cv2.cvtColor(cv2.imread(img),
-                                                              cv2.COLOR_BGR2RGB))
+                                                              cv2.COLOR_BGR2RGB), None)
     np.testing.assert_array_equal(_rows(same), _rows(people))
 
 
@@ -119,9 +120,62 @@ def test_api_onnxruntime_backend_same_call(ckpt, real_mini, tmp_path):
     for a, b in zip(got, ref):
         np.testing.assert_allclose(_rows(a), _rows(b), atol=1e-3)
         assert a[0].mask is not None
-    cli = _cli_infer(onnx_path, img, tmp_path / "cli")   # whole image, onnxruntime
+    cli = _cli_infer(onnx_path, img, tmp_path / "cli", "--boxes", "full")   # onnxruntime
     np.testing.assert_array_equal(np.reshape(cli[0]["keypoints"], (17, 3)),
-                                  _rows(ort.predict(img))[0])
+                                  _rows(ort.predict(img, boxes="full"))[0])
+
+
+# ------------------------------------------------------------------------- boxes="auto"
+
+def _detector_or_skip() -> None:
+    from odkd.deploy.infer import DETECTOR, detector_status
+
+    missing = detector_status()
+    if missing:
+        pytest.skip(f"the person detector {DETECTOR} is not usable here: {missing}")
+
+
+def test_predict_auto_without_detector_is_the_whole_image(ckpt, real_mini, tmp_path,
+                                                          monkeypatch, capsys):
+    monkeypatch.setenv("ODKD_CACHE", str(tmp_path / "empty_cache"))   # no detector fetched
+    img = str(real_mini / "coco" / "000000196141.jpg")
+    model = odkd.load(ckpt, device="cpu")
+    people = model.predict(img)
+    assert len(people) == 1 and people[0].box is None
+    np.testing.assert_array_equal(_rows(people), _rows(model.predict(img, boxes="full")))
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "whole image" in out[0] and "odkd teachers fetch ssd-mobilenet-v2" \
+        in out[0]
+    model.predict(img)
+    assert capsys.readouterr().out == ""   # said once per model
+    with pytest.raises(CheckpointError, match="run `odkd teachers fetch ssd-mobilenet-v2`"):
+        model.predict(img, boxes="detect")
+
+
+def test_predict_auto_detects_several_people(ckpt, real_mini, tmp_path):
+    """The default boxes="auto" runs the detector when it is fetched: one Person per detected
+    box, the same as passing the detector's boxes (and scores) by hand, and as `odkd infer`."""
+    _detector_or_skip()
+    from odkd.teachers.detector import get_detector
+
+    root = real_mini / "coco"
+    img = str(root / "000000196141.jpg")
+    model = odkd.load(ckpt, device="cpu")
+    auto = model.predict(img)
+    boxes, scores = get_detector("ssd-mobilenet-v2")(read_image(img), 0.5)
+    assert len(boxes) >= 3 and 2 <= len(auto) <= len(boxes)
+    by_hand = model.predict(img, boxes=np.concatenate([boxes, scores[:, None]], axis=1))
+    np.testing.assert_array_equal(_rows(auto), _rows(by_hand))
+    assert all(p.box is not None for p in auto)
+    np.testing.assert_array_equal(_rows(model.predict(img, boxes="detect")), _rows(auto))
+    assert len(model.predict(img, det_thr=0.95)) < len(auto)
+    # a folder: the same people as `odkd infer FOLDER --boxes detect`
+    cli = _cli_infer(ckpt, str(root), tmp_path, "--boxes", "detect")
+    api = [p for people in model.predict(root) for p in people]
+    assert len(api) == len(cli) > 4
+    for r, p in zip(cli, api):
+        assert r["image_id"] == p.image_id and r["score"] == p.score
+        np.testing.assert_array_equal(np.reshape(r["keypoints"], (17, 3)), _rows([p])[0])
 
 
 # ------------------------------------------------------------------ checkpoint eval settings
@@ -137,12 +191,12 @@ def test_predict_uses_the_checkpoint_eval_settings(tmp_path):
     assert (a.predictor.flip_test, a.predictor.codec.decoder) == (False, "dark")
     assert (b.predictor.flip_test, b.predictor.codec.decoder) == (True, "quarter")
     img = np.random.default_rng(0).integers(0, 255, (96, 80, 3), dtype=np.uint8)
-    flip_on, flip_off = _rows(b.predict(img)), _rows(a.predict(img))
+    flip_on, flip_off = _rows(b.predict(img, "full")), _rows(a.predict(img, "full"))
     assert not np.allclose(flip_on, flip_off)
     # the same settings given by hand give the same keypoints as the stored ones
     hand = odkd.load(plain, device="cpu", flip=False)
     hand.predictor.codec = replace(hand.predictor.codec, decoder="dark")
-    np.testing.assert_array_equal(_rows(hand.predict(img)), flip_off)
+    np.testing.assert_array_equal(_rows(hand.predict(img, "full")), flip_off)
 
 
 def test_stored_config_reaches_eval_cli(real_mini, tmp_path, capsys):

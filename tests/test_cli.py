@@ -129,3 +129,148 @@ jobs: 1
     assert not (out / "curves.png").exists() and str(out / "curves.png") not in files
     for p in files:
         assert os.path.exists(p), p
+
+
+# ------------------------------------------------------------------------------- odkd infer
+
+def _infer_ckpt(tmp_path) -> str:
+    """A small odkd checkpoint (shufflenetv2, random weights, 64x64 crops)."""
+    import torch
+
+    from odkd.config import Config
+    from odkd.models import build_model
+    from odkd.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = Config()
+    cfg.data.input_size = [64, 64]
+    path = str(tmp_path / "student.pt")
+    save_checkpoint(path, build_model("shufflenetv2", 17).eval(), extra={"config": cfg.to_dict()})
+    return path
+
+
+@pytest.fixture(scope="module")
+def infer_ckpt(tmp_path_factory) -> str:
+    return _infer_ckpt(tmp_path_factory.mktemp("infer"))
+
+
+def _detector_or_skip() -> None:
+    from odkd.deploy.infer import DETECTOR, detector_status
+
+    missing = detector_status()
+    if missing:
+        pytest.skip(f"the person detector {DETECTOR} is not usable here: {missing}")
+
+
+def _results(out) -> list:
+    import json
+
+    return json.loads((out / "results.json").read_text())
+
+
+def test_infer_defaults_run_the_shipped_model_with_auto_boxes():
+    args = parse_args(["infer", "photo.jpg"])
+    assert (args.input, args.input_option) == ("photo.jpg", None)
+    assert (args.checkpoint, args.boxes, args.det_thr) == ("odkd-lightning", "auto", None)
+    args = parse_args(["infer", "--input", "clip.mp4", "--boxes", "detect", "--det-thr", "0.7"])
+    assert (args.input, args.input_option, args.boxes, args.det_thr) == \
+        (None, "clip.mp4", "detect", 0.7)
+
+
+def test_infer_positional_input_equals_input_option(infer_ckpt, real_mini, tmp_path, capsys):
+    from odkd.cli import main
+
+    img = str(real_mini / "coco" / "000000000785.jpg")
+    base = ["--checkpoint", infer_ckpt, "--boxes", "full", "--no-progress"]
+    assert main(["infer", img, *base, "--out", str(tmp_path / "a")]) == 0
+    assert main(["infer", *base, "--input", img, "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "a" / "000000000785.png").is_file()
+    a, b = _results(tmp_path / "a"), _results(tmp_path / "b")
+    assert len(a) == 1 and a == b
+    # a folder given as the positional input
+    assert main(["infer", str(real_mini / "coco"), *base, "--out", str(tmp_path / "c")]) == 0
+    assert len(_results(tmp_path / "c")) == 4
+    assert "4 frame(s), 4 person(s)" in capsys.readouterr().out
+
+
+def test_infer_bad_input_is_one_line(infer_ckpt, tmp_path, capsys):
+    from odkd.cli import main
+
+    img = tmp_path / "a.jpg"
+    img.write_bytes(b"")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    ck = ["--checkpoint", infer_ckpt, "--no-progress", "--out", str(tmp_path / "o")]
+    for argv, want in [
+        ([str(img), "--input", str(img)], "two inputs given"),
+        ([], "no input: give an image, a folder of images or a video"),
+        ([str(tmp_path / "missing.jpg")], "missing.jpg: no such image, folder or video"),
+        ([str(notes)], "notes.txt: unknown file type"),
+        ([str(img), "--boxes", "detections.json"], "--boxes detections.json: neither auto, "
+                                                    "detect, full nor an existing"),
+        ([str(img), "--boxes", "full"], "a.jpg: cannot read image"),
+    ]:
+        assert main(["infer", *argv, *ck]) == 2, argv
+        line = _one_error_line(capsys)
+        assert line.startswith("odkd infer: error: ") and want in line, (argv, line)
+
+
+def test_infer_auto_without_the_detector_takes_the_whole_image(infer_ckpt, real_mini, tmp_path,
+                                                               monkeypatch, capsys):
+    from odkd.cli import main
+
+    monkeypatch.setenv("ODKD_CACHE", str(tmp_path / "empty_cache"))   # no detector fetched
+    root = str(real_mini / "coco")
+    assert main(["infer", root, "--checkpoint", infer_ckpt, "--no-progress",
+                 "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    notes = [ln for ln in out if "no person detector" in ln]
+    assert len(notes) == 1 and "whole image" in notes[0]
+    assert "`odkd teachers fetch ssd-mobilenet-v2`" in notes[0]
+    assert len(_results(tmp_path / "o")) == 4   # one person per image
+    # asking for the detector explicitly is a one-line error saying how to get it
+    assert main(["infer", root, "--checkpoint", infer_ckpt, "--boxes", "detect",
+                 "--no-progress", "--out", str(tmp_path / "p")]) == 2
+    line = _one_error_line(capsys)
+    assert "ssd-mobilenet-v2: model not found" in line
+    assert "odkd teachers fetch ssd-mobilenet-v2" in line
+
+
+def test_infer_detect_gives_several_people_per_photo(infer_ckpt, real_mini, tmp_path, capsys):
+    """--boxes detect on real photos: a skeleton per detected person; the detections are those
+    of odkd.teachers.detector at score 0.5; auto means detect when the detector is present."""
+    _detector_or_skip()
+    from collections import Counter
+
+    import numpy as np
+
+    from odkd.cli import main
+    from odkd.data.dataset import read_image
+    from odkd.teachers.detector import get_detector
+
+    root = real_mini / "coco"
+    base = ["infer", str(root), "--checkpoint", infer_ckpt, "--no-progress"]
+    assert main([*base, "--boxes", "detect", "--out", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "person boxes: ssd-mobilenet-v2 detections scoring >= 0.5" in out
+    res = _results(tmp_path / "d")
+    per_image = Counter(r["image_id"] for r in res)
+    detector = get_detector("ssd-mobilenet-v2")
+    found = {int(p.stem): len(detector(read_image(str(p)), 0.5)[0])
+             for p in sorted(root.glob("*.jpg"))}
+    assert sum(found.values()) >= 6 and max(found.values()) >= 3   # several people per photo
+    for img_id, n in found.items():
+        assert 1 <= per_image[img_id] <= n, (img_id, per_image[img_id], n)
+    assert max(per_image.values()) >= 3
+    assert sorted(p.name for p in (tmp_path / "d").glob("*.png")) == \
+        sorted(p.stem + ".png" for p in root.glob("*.jpg"))
+    # the default (auto) is detect here: the same results
+    assert main([*base, "--out", str(tmp_path / "auto")]) == 0
+    assert "no person detector" not in capsys.readouterr().out
+    auto = _results(tmp_path / "auto")
+    assert [r["image_id"] for r in auto] == [r["image_id"] for r in res]
+    np.testing.assert_array_equal([r["keypoints"] for r in auto], [r["keypoints"] for r in res])
+    # a higher threshold keeps fewer people
+    assert main([*base, "--boxes", "detect", "--det-thr", "0.95",
+                 "--out", str(tmp_path / "hi")]) == 0
+    assert len(_results(tmp_path / "hi")) < len(res)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+import odkd
 from odkd.cli import main
 from odkd.config import Config
 from odkd.data.coco import load_coco
@@ -310,6 +311,43 @@ def test_infer_video_writes_mp4(student, tmp_path):
     cap.release()
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [r["image_id"] for r in res] == [0, 1, 2]
+
+
+def test_infer_video_detect_mode_and_progress_bar(student, tmp_path, capsys):
+    """A video in detect mode: the detector runs on every frame (at the default score 0.5),
+    each box gets a pose; the progress bar counts the video's frames."""
+    _, ckpt, _, _ = student
+    video = str(tmp_path / "clip.mp4")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write mp4v")
+    for i in range(3):
+        writer.write(np.full((64, 96, 3), 40 * i, np.uint8))
+    writer.release()
+    calls = []
+
+    def two_people(image, thr):   # what odkd.teachers.detector's detectors return
+        calls.append((image.shape, thr))
+        return (np.array([[2, 2, 40, 60], [50, 4, 40, 58]], np.float32),
+                np.array([0.9, 0.8], np.float32))
+
+    pose = odkd.load(ckpt, device="cpu", batch_size=3)
+    capsys.readouterr()
+    out = run_inference(pose.predictor, video, str(tmp_path / "out"),
+                        pose.options(boxes="detect", oks_nms_thr=1.0), detector=two_people)
+    assert calls == [((64, 96, 3), 0.5)] * 3
+    assert out["frames"] == 3 and out["instances"] == 6 and out["boxes"] == "detect"
+    assert out["frames_without_people"] == 0 and out["overlays"] == [str(tmp_path / "out" /
+                                                                         "clip.mp4")]
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["image_id"] for r in res] == [0, 0, 1, 1, 2, 2]
+    bar = capsys.readouterr().err
+    assert "clip.mp4" in bar and "3/3" in bar and "frame" in bar
+    # the CLI on a video given as the positional input, whole frames, no bar when asked
+    assert main(["infer", video, "--checkpoint", ckpt, "--boxes", "full", "--no-progress",
+                 "--out", str(tmp_path / "cli")]) == 0
+    assert "3 frame(s), 3 person(s)" in capsys.readouterr().out
+    assert (tmp_path / "cli" / "clip.mp4").is_file()
 
 
 # ------------------------------------------------------------------------------- overlays

@@ -1,8 +1,10 @@
 """The Python API::
 
     import odkd
-    model = odkd.load("student.pt")          # odkd / official HRNet / mmpose checkpoint, or .onnx
-    people = model.predict("street.jpg")     # whole image as the box; or boxes= / a detections file
+    model = odkd.load("odkd-lightning")      # shipped model; or an odkd / official HRNet /
+                                             # mmpose checkpoint, or an .onnx file
+    people = model.predict("street.jpg")     # people found by the offline detector when it is
+                                             # fetched, else the whole image; or boxes=
     people[0].keypoints, people[0].scores, people[0].mask
     canvas = odkd.draw("street.jpg", people)
 
@@ -17,9 +19,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from odkd.data.dataset import read_image
-from odkd.deploy.infer import (Frame, InferOptions, Person, TopDownPredictor, assign_image_ids,
-                               draw_people, frame_boxes, list_images, load_boxes, make_people,
-                               predict_batched, select_people)
+from odkd.deploy.infer import (BOX_MODES, Frame, InferOptions, Person, TopDownPredictor,
+                               assign_image_ids, box_threshold, detect_boxes, draw_people,
+                               frame_boxes, list_images, load_boxes, load_detector, make_people,
+                               predict_batched, resolve_boxes, select_people)
 from odkd.deploy.loader import LoadedPose, load_pose
 from odkd.deploy.visualize import write_image
 from odkd.errors import DataError
@@ -66,8 +69,12 @@ class PoseModel:
     rescoring, OKS-NMS; heatmap shift and decoder in ``predictor.codec``). Build it with
     :func:`load`."""
 
-    def __init__(self, loaded: LoadedPose, batch_size: int = 32, flip: bool | None = None):
+    def __init__(self, loaded: LoadedPose, batch_size: int = 32, flip: bool | None = None,
+                 threads: int | None = None):
         cfg = loaded.cfg
+        self.threads = threads
+        self._detector = None
+        self._auto: str | None = None   # what boxes="auto" means, decided once per model
         self.model, self.spec, self.cfg, self.device = (loaded.model, loaded.spec, cfg,
                                                         loaded.device)
         self.predictor = TopDownPredictor(
@@ -87,20 +94,53 @@ class PoseModel:
         kwargs.setdefault("oks_nms_thr", ev.oks_nms_thr)
         return InferOptions(in_vis_thr=ev.in_vis_thr, rescore=ev.rescore, **kwargs)
 
-    def predict(self, source, boxes=None, *, det_thr: float = 0.0,
+    def detector(self):
+        """odkd's offline person detector (``ssd-mobilenet-v2``), built on first use with this
+        model's ``threads``; a one-line CheckpointError when it has not been fetched."""
+        if self._detector is None:
+            self._detector = load_detector(self.threads)
+        return self._detector
+
+    def box_mode(self, boxes: str = "auto") -> str:
+        """``boxes`` ('auto', 'detect' or 'full') as 'detect' or 'full': 'auto' is 'detect'
+        when the person detector is in the teacher cache, else 'full' (said once, in one
+        printed line); decided once per model."""
+        if boxes != "auto":
+            return boxes
+        if self._auto is None:
+            self._auto = resolve_boxes("auto")
+        return self._auto
+
+    def predict(self, source, boxes="auto", *, det_thr: float | None = None,
                 image_ids: Sequence[int] | None = None, nms: bool = True):
         """People in one image or in several.
 
         ``source``: an image path, an RGB uint8 (H, W, 3) array, a folder, or a list of paths /
-        arrays. ``boxes``: None (the whole image is one box), (M, 4) COCO [x, y, w, h] (or
-        (M, 5) with scores; a list of those for a list of images), or a COCO detection results
-        json keyed by image id (ids from ``image_ids`` or numeric file names, as ``odkd
-        infer``). Boxes are clipped to the image; ``det_thr`` drops low-scoring ones.
+        arrays. ``boxes``:
+
+        - ``"auto"`` (default): ``"detect"`` when odkd's offline person detector has been
+          fetched (``odkd teachers fetch ssd-mobilenet-v2``) and onnxruntime is installed,
+          else ``"full"`` (printed once, in one line), as ``odkd infer``;
+        - ``"detect"``: that detector's person boxes on each image, so several people each get
+          a pose (``det_thr`` default 0.5); a one-line error when it is not fetched;
+        - ``"full"`` or None: the whole image is one box;
+        - (M, 4) COCO [x, y, w, h] (or (M, 5) with scores; a list of those for a list of
+          images);
+        - a COCO detection results json keyed by image id (ids from ``image_ids`` or numeric
+          file names, as ``odkd infer``).
+
+        Boxes are clipped to the image; ``det_thr`` drops low-scoring ones (default 0.5 for the
+        detector, 0 for given boxes).
 
         Returns a list of :class:`Person` (best first) for one image, a list of such lists
         for a folder or a list.
         """
-        if isinstance(boxes, str) and boxes == "full":   # `odkd infer --boxes full`
+        mode = None                                # given boxes (arrays or a json)
+        if boxes is None:
+            mode = "full"
+        elif isinstance(boxes, str) and boxes in BOX_MODES:   # `odkd infer --boxes ...`
+            mode = self.box_mode(boxes)
+        if mode is not None:
             boxes = None
         single = not isinstance(source, (list, tuple))
         if _is_path(source) and os.path.isdir(source):
@@ -128,18 +168,20 @@ class PoseModel:
         else:
             ids = list(range(len(images)))
 
+        thr = box_threshold(mode or "given", det_thr)
+        detector = self.detector() if mode == "detect" else None
         if boxes is None:
-            per_image = [None] * len(images)
+            per_image = [None] * len(images)   # detect: found per image as it is read
         elif det_file:
-            dets = load_boxes(det_file, det_thr)
+            dets = load_boxes(det_file, thr)
             per_image = [dets.get(i, []) for i in ids]
         elif single:
-            per_image = [_box_list(boxes, "boxes", det_thr)]
+            per_image = [_box_list(boxes, "boxes", thr)]
         else:
             if not isinstance(boxes, (list, tuple)) or len(boxes) != len(images):
                 raise DataError(f"boxes: expected a list of {len(images)} box arrays (one per "
                                 "image), a detections file or None")
-            per_image = [_box_list(b, f"boxes[{n}]", det_thr) for n, b in enumerate(boxes)]
+            per_image = [_box_list(b, f"boxes[{n}]", thr) for n, b in enumerate(boxes)]
 
         def items() -> Iterator[tuple[Frame, np.ndarray, np.ndarray]]:
             # read one image at a time: a long list never sits in memory whole
@@ -147,6 +189,8 @@ class PoseModel:
                 rgb = read_image(os.fspath(img)) if _is_path(img) else img
                 name = os.path.basename(os.fspath(img)) if _is_path(img) else f"image {n}"
                 h, w = rgb.shape[:2]
+                if detector is not None:
+                    dets = detect_boxes(detector, rgb, thr)
                 yield (Frame(rgb, name, img_id, n), *frame_boxes(dets, w, h))
 
         opts = self.options(oks_nms_thr=self.cfg.eval.oks_nms_thr if nms else 1.0)
@@ -155,7 +199,7 @@ class PoseModel:
             results, keep = select_people(inst, frame.image_id, opts)
             h, w = frame.image.shape[:2]
             out.append(make_people(inst, keep, results, self.spec, (w, h),
-                                   whole_image=boxes is None))
+                                   whole_image=mode == "full"))
         return out[0] if single else out
 
 
@@ -163,12 +207,14 @@ def load(checkpoint, *, backend: str | None = None, device: str = "auto",
          model: str | None = None, input_size: Sequence[int] | None = None,
          threads: int | None = None, batch_size: int = 32,
          flip: bool | None = None) -> PoseModel:
-    """A :class:`PoseModel` from an odkd / official HRNet / mmpose checkpoint (``model`` names
-    the architecture of foreign ones, e.g. ``"hrnet_w32"``) or an ``odkd export`` ONNX file
-    (run by onnxruntime). ``flip`` None keeps the checkpoint's flip-test setting."""
+    """A :class:`PoseModel` from the name of a model shipped with odkd (``"odkd-lightning"``,
+    :data:`odkd.models.zoo.SHIPPED`; used when no file of that name exists), an odkd / official
+    HRNet / mmpose checkpoint (``model`` names the architecture of foreign ones, e.g.
+    ``"hrnet_w32"``) or an ``odkd export`` ONNX file (run by onnxruntime). ``flip`` None keeps
+    the checkpoint's flip-test setting; ``threads`` also sets the person detector's."""
     loaded = load_pose(os.fspath(checkpoint), backend=backend, device=device, name=model,
                        input_size=input_size, threads=threads)
-    return PoseModel(loaded, batch_size=batch_size, flip=flip)
+    return PoseModel(loaded, batch_size=batch_size, flip=flip, threads=threads)
 
 
 def draw(image, people: list[Person], kpt_thr: float = 0.2, masks: bool = True,

@@ -5,6 +5,11 @@ Crops, the flip test, decoding, rescoring and OKS-NMS are the ones evaluation us
 (``dataset.warp_crop``, ``codec.predict_heatmaps``, ``HeatmapCodec.decode``,
 ``rescore_and_nms``), so a model gives the same keypoints here as in ``odkd eval`` for the same
 boxes, on either backend.
+
+Person boxes come from a COCO detection results json, from the whole image (``full``) or from
+odkd's offline person detector (``detect``: SSD-MobileNet-v2, :mod:`odkd.teachers.detector`,
+run on each frame). ``auto`` is ``detect`` when that detector has been fetched into the teacher
+cache (``odkd teachers fetch ssd-mobilenet-v2``), else ``full`` with a note saying so.
 """
 from __future__ import annotations
 
@@ -125,6 +130,62 @@ class TopDownPredictor:
         return out
 
 
+# ---------------------------------------------------------------------------------- person boxes
+
+DETECTOR = "ssd-mobilenet-v2"   # odkd.teachers.detector's offline person detector
+DETECT_THR = 0.5                # its default score threshold for `--boxes detect`
+BOX_MODES = ("auto", "detect", "full")
+
+
+def detector_status() -> str:
+    """'' when ``auto`` can detect people (the detector's model is in the teacher cache and
+    onnxruntime is installed), else what is missing, as advice."""
+    import importlib.util
+
+    from odkd.teachers import store
+
+    if not store.is_present(DETECTOR):
+        return f"run `odkd teachers fetch {DETECTOR}` to detect them"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "install onnxruntime (pip install 'odkd[deploy]') to detect them"
+    return ""
+
+
+def resolve_boxes(boxes: str, log=print) -> str:
+    """``boxes`` with ``auto`` made ``detect`` or ``full`` (:func:`detector_status`); the
+    ``full`` fallback is logged in one line."""
+    if boxes != "auto":
+        return boxes
+    missing = detector_status()
+    if not missing:
+        return "detect"
+    log(f"[odkd] no person detector: each image is taken as one person (the whole image); "
+        f"{missing}")
+    return "full"
+
+
+def box_threshold(mode: str, det_thr: float | None) -> float:
+    """The minimum box score: ``det_thr``, or when None :data:`DETECT_THR` for the detector and
+    0 for boxes given in a file or array."""
+    if det_thr is not None:
+        return float(det_thr)
+    return DETECT_THR if mode == "detect" else 0.0
+
+
+def load_detector(threads: int | None = None):
+    """odkd's person detector (one-line CheckpointError when it is not fetched)."""
+    from odkd.teachers.detector import get_detector
+
+    return get_detector(DETECTOR, num_threads=threads or 1)
+
+
+def detect_boxes(detector, image: np.ndarray, score_thr: float
+                 ) -> list[tuple[list[float], float]]:
+    """[(COCO box, score), ...] of the people ``detector`` finds in an RGB image, best first."""
+    boxes, scores = detector(image, score_thr)
+    return [(list(map(float, b)), float(s)) for b, s in zip(boxes, scores)]
+
+
 # --------------------------------------------------------------------------------------- inputs
 
 @dataclass
@@ -203,7 +264,7 @@ class InputSource:
             if not cap.isOpened():
                 raise DataError(f"{path}: OpenCV cannot open this video")
             self.fps = float(cap.get(cv2.CAP_PROP_FPS)) or 25.0
-            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            n = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))   # 0 or -1: unknown
             cap.release()
             self.total = min(n, max_frames) if max_frames and n > 0 else (max_frames or n)
 
@@ -351,9 +412,9 @@ def select_people(inst: Instances, image_id: int, opts: "InferOptions"
 
 @dataclass
 class InferOptions:
-    boxes: str = "full"             # "full" or a COCO detection results json
+    boxes: str = "full"             # "full", "detect", "auto" or a COCO detection results json
     ann: str | None = None          # COCO json mapping file names to image ids
-    det_thr: float = 0.0
+    det_thr: float | None = None    # minimum box score; None: box_threshold's default
     kpt_thr: float = 0.2            # drawing threshold on keypoint scores
     draw_masks: bool = True
     oks_nms_thr: float = 0.9
@@ -364,17 +425,25 @@ class InferOptions:
 
 
 def run_inference(predictor: TopDownPredictor, input_path: str, out_dir: str,
-                  opts: InferOptions = InferOptions()) -> dict:
+                  opts: InferOptions = InferOptions(), detector=None) -> dict:
     """Run on every frame of ``input_path``; write overlays and ``results.json`` to ``out_dir``.
 
-    Returns ``{"frames", "instances", "keypoints_drawn", "skipped", "results", "overlays"}``:
-    ``keypoints_drawn`` counts joints scoring above ``opts.kpt_thr``, ``skipped`` the detection
-    boxes dropped per reason (e.g. ``bbox_outside_image``).
+    ``opts.boxes`` ``detect`` (or ``auto`` resolving to it) runs ``detector`` (default:
+    :func:`load_detector`) on each frame, a pose per person box found.
+
+    Returns ``{"frames", "instances", "keypoints_drawn", "skipped", "results", "overlays",
+    "boxes", "frames_without_people"}``: ``keypoints_drawn`` counts joints scoring above
+    ``opts.kpt_thr``, ``skipped`` the detection boxes dropped per reason (e.g.
+    ``bbox_outside_image``), ``boxes`` the box mode used (``full``, ``detect`` or the json).
     """
     spec = predictor.spec
     source = InputSource(input_path, opts.ann, opts.max_frames)
+    mode = resolve_boxes(opts.boxes)
+    score_thr = box_threshold(mode, opts.det_thr)
     skipped: Counter[str] = Counter()
-    dets = None if opts.boxes == "full" else load_boxes(opts.boxes, opts.det_thr, skipped)
+    dets = None if mode in ("full", "detect") else load_boxes(mode, score_thr, skipped)
+    if mode == "detect" and detector is None:
+        detector = load_detector()
     if dets is not None and source.kind == "images" and not opts.ann:
         stems = [os.path.splitext(os.path.basename(p))[0] for p in source.files]
         if not all(s.isdigit() for s in stems):
@@ -386,19 +455,22 @@ def run_inference(predictor: TopDownPredictor, input_path: str, out_dir: str,
     overlays: list[str] = []
     writer = None
     video_path = ""
-    n_frames = n_inst = n_drawn = 0
+    n_frames = n_inst = n_drawn = n_empty = 0
     used_names: set[str] = set()
+    bar = tqdm(total=source.total or None, desc=os.path.basename(os.path.normpath(input_path)),
+               unit="frame", disable=not opts.progress, dynamic_ncols=True)
 
     def emit(frame: Frame, inst: Instances) -> None:
-        nonlocal writer, video_path, n_frames, n_inst, n_drawn
+        nonlocal writer, video_path, n_frames, n_inst, n_drawn, n_empty
         frame_results, keep = select_people(inst, frame.image_id, opts)
         results.extend(frame_results)
         n_frames += 1
+        n_empty += not keep
         n_inst += len(keep)
         n_drawn += int((inst.keypoints[keep, :, 2] > opts.kpt_thr).sum()) if keep else 0
         h, w = frame.image.shape[:2]
         people = make_people(inst, keep, frame_results, spec, (w, h),
-                             whole_image=opts.boxes == "full", masks=opts.draw_masks)
+                             whole_image=mode == "full", masks=opts.draw_masks)
         canvas = draw_people(frame.image, people, kpt_thr=opts.kpt_thr)
         if source.kind == "images":
             stem = os.path.splitext(frame.name)[0]
@@ -417,15 +489,16 @@ def run_inference(predictor: TopDownPredictor, input_path: str, out_dir: str,
                     raise OdkdError(f"{video_path}: OpenCV cannot write an mp4v video here")
                 overlays.append(video_path)
             writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
-
-    bar = tqdm(total=source.total or None, desc="infer", unit="frame", disable=not opts.progress)
+        bar.update(1)   # frames written, not frames read ahead into a batch
 
     def items() -> Iterator[tuple[Frame, np.ndarray, np.ndarray]]:
         for frame in source:
             h, w = frame.image.shape[:2]
-            yield (frame, *frame_boxes(None if dets is None else dets.get(frame.image_id, []),
-                                       w, h, skipped))
-            bar.update(1)
+            if mode == "detect":
+                found = detect_boxes(detector, frame.image, score_thr)
+            else:
+                found = None if dets is None else dets.get(frame.image_id, [])
+            yield (frame, *frame_boxes(found, w, h, skipped))
 
     try:
         for frame, inst in predict_batched(predictor, items()):
@@ -437,4 +510,5 @@ def run_inference(predictor: TopDownPredictor, input_path: str, out_dir: str,
     results_path = os.path.join(out_dir, "results.json")
     atomic_write_text(results_path, json.dumps(results))
     return {"frames": n_frames, "instances": n_inst, "keypoints_drawn": n_drawn,
-            "skipped": dict(skipped), "results": results_path, "overlays": overlays}
+            "skipped": dict(skipped), "results": results_path, "overlays": overlays,
+            "boxes": mode, "frames_without_people": n_empty}

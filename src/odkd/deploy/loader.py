@@ -1,7 +1,7 @@
 """Loading a pose model with its spec: an odkd / official HRNet / mmpose checkpoint for PyTorch,
 or an ``odkd export`` ONNX file for onnxruntime (:class:`~odkd.deploy.ort_model.OrtPoseModel`).
 ``odkd.load``, ``odkd infer``, ``odkd eval``, ``odkd export`` and ``odkd bench infer`` all load
-through here.
+through here; each also takes the name of a model shipped with odkd (``odkd-lightning``).
 """
 from __future__ import annotations
 
@@ -33,8 +33,11 @@ def load_torch_model(path: str, name: str | None = None,
                      input_size: tuple[int, int] | list[int] | None = None,
                      verbose: bool = False):
     """(model in eval mode, PoseSpec) from any checkpoint ``odkd eval`` reads; the settings come
-    from the config stored in odkd training checkpoints (defaults otherwise)."""
-    model, spec, _ = _torch_pose(path, name, input_size, verbose, None, ())
+    from the config stored in odkd training checkpoints (defaults otherwise). ``path`` may be a
+    shipped model's name."""
+    from odkd.models.zoo import resolve_checkpoint
+
+    model, spec, _ = _torch_pose(resolve_checkpoint(path), name, input_size, verbose, None, ())
     return model, spec
 
 
@@ -68,15 +71,18 @@ def load_pose(path: str, backend: str | None = None, device: str | None = "auto"
               name: str | None = None, input_size=None, threads: int | None = None,
               config: str | None = None, overrides: list[str] | tuple = (),
               verbose: bool = False) -> LoadedPose:
-    """Checkpoint (odkd / official HRNet / mmpose, or an ``odkd export`` ONNX file) -> model,
+    """Checkpoint (odkd / official HRNet / mmpose, or an ``odkd export`` ONNX file; or the name
+    of a model shipped with odkd, :mod:`odkd.models.zoo`, when no such path exists) -> model,
     spec and eval config, for ``odkd.load``, ``odkd infer`` and ``odkd eval``.
 
     ``device`` None takes ``train.device`` of the config. ``threads`` sets torch's intra-op
     threads (process-wide, as the CLI's --threads) or onnxruntime's."""
+    from odkd.models.zoo import not_found_hint, resolve_checkpoint
     from odkd.utils import pick_device
 
+    path = resolve_checkpoint(path)
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: checkpoint file not found")
+        raise CheckpointError(f"{path}: checkpoint file not found {not_found_hint()}")
     if threads is not None and threads < 1:
         raise OdkdError(f"threads must be >= 1, got {threads}")
     if resolve_backend(path, backend) == "onnxruntime":
