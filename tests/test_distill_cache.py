@@ -108,8 +108,14 @@ def test_a_cache_of_other_teachers_or_other_data_is_refused_in_one_line(setup, t
     other.write_text(json.dumps(d))
     with pytest.raises(DataError, match="another data set"):
         teacher_view_set(_cfg(setup, folder, f"data.train_ann={other}"), progress=False)
-    with pytest.raises(DataError, match="aspect|views"):
-        teacher_view_set(_cfg(setup, folder, "distill.views=2"), progress=False)
+    with pytest.raises(DataError, match="views"):
+        teacher_view_set(_cfg(setup, folder, "distill.views=4"), progress=False)
+    # fewer views than the folder holds: its first views of each person
+    full = teacher_view_set(_cfg(setup, folder), progress=False)
+    two = teacher_view_set(_cfg(setup, folder, "distill.views=2"), progress=False)
+    assert len(two) == 2 * len(full.records)
+    np.testing.assert_array_equal(two.views["center"], np.delete(
+        full.views["center"], np.arange(2, len(full), 3), axis=0))
 
 
 def test_the_same_cache_serves_another_crop_size_of_the_same_aspect(setup, tmp_path):

@@ -74,6 +74,9 @@ class TrainConfig:
     # (demo: ST teacher PCK 33.9 vs 37.8 for the keypoint-only PT).
     mask_loss_weight: float = 0.01
     grad_clip: float = 0.0
+    # BatchNorm layers keep their running statistics (eval mode) while the rest trains: for
+    # fine-tuning a pretrained model on small batches
+    freeze_bn: bool = False
     seed: int = 0
     deterministic: bool = False
     eval_every: int = 10                # epochs; 0 = only at the end

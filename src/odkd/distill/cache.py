@@ -157,6 +157,10 @@ def check_manifest(folder: str, spec: CacheSpec) -> CacheSpec:
                         "or choose another distill.cache") from None
     stored = dict(have)
     have, want = _comparable(have), _comparable(asdict(spec))
+    # a folder with more views per person serves a run that wants fewer: views are numbered
+    # per person and seeded by (seed, person, view), so its first ones are that run's views
+    if isinstance(have.get("views"), int) and have["views"] >= want["views"]:
+        have["views"] = want["views"]
     if have != want:
         diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
         what = {"teachers": "other teachers", "data_sha256": "another data set",
@@ -259,7 +263,7 @@ def build_cache(folder: str, spec: CacheSpec, records: list[PersonRecord], teach
     """
     from tqdm import tqdm
 
-    want_hm = list(spec.heatmap_size)
+    want_hm, want_views = list(spec.heatmap_size), spec.views
     spec = check_manifest(folder, spec)   # outputs are computed in the folder's own frame
     os.makedirs(folder, exist_ok=True)
     manifest = os.path.join(folder, "manifest.json")
@@ -358,4 +362,7 @@ def build_cache(folder: str, spec: CacheSpec, records: list[PersonRecord], teach
     if not shards:
         return {}
     arrays = {k: np.concatenate([sh[k] for sh in shards]) for k in shards[0]}
+    if want_views < spec.views:
+        keep = np.arange(len(arrays["person"])) % spec.views < want_views
+        arrays = {k: v[keep] for k, v in arrays.items()}
     return rescale(arrays, spec.heatmap_size, want_hm)

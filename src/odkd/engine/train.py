@@ -51,6 +51,10 @@ def _train_epoch(run: TrainRun, epoch: int) -> tuple[dict, torch.Tensor]:
     run.sampler.set_epoch(epoch)
     run.train_set.set_epoch(epoch)
     run.net.train()
+    if cfg.train.freeze_bn:
+        for m in run.net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
     t0, n_img, sums = time.time(), 0, {}
     steps = run.steps_per_epoch
     bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not run.bar_on,

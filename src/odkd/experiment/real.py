@@ -111,15 +111,35 @@ def subset(train: str, people: int) -> str:
 
 
 def _lightning_checkpoint(out: str) -> str:
-    """MoveNet Lightning's shipped weights as an odkd checkpoint (the online teacher of kd)."""
-    from odkd.models.checkpoint import convert
+    """MoveNet Lightning's shipped weights as an odkd checkpoint with the students' data and
+    eval settings: the ``start`` row, and the online teacher of ``kd``."""
+    from odkd.config import load_config
+    from odkd.models.checkpoint import convert, read_checkpoint
     from odkd.teachers import store
+    from odkd.utils import atomic_torch_save
 
     path = os.path.join(out, "movenet_lightning.pt")
     if not os.path.exists(path):
-        convert(store.model_path("movenet-lightning-tfjs"), path, name="movenet_lightning",
+        tmp = path + ".convert"
+        convert(store.model_path("movenet-lightning-tfjs"), tmp, name="movenet_lightning",
                 verbose=False)
+        ck = read_checkpoint(tmp)
+        cfg = load_config(CONFIG, ["model.with_mask=false"]).to_dict()
+        ck["config"] = {"model": cfg["model"], "data": cfg["data"], "eval": cfg["eval"]}
+        atomic_torch_save(ck, path)
+        os.remove(tmp)
     return path
+
+
+def method_overrides(method: str, people_total: int) -> list[str]:
+    """Overrides of ``method``; ``NAME@N``: NAME on N of the people, with as many epochs as
+    it takes to make the same number of steps as one epoch of everyone (the curve)."""
+    name, _, n = method.partition("@")
+    ov = list(METHODS[name][1])
+    if n:
+        n = int(n)
+        ov += [f"distill.people={n}", f"train.epochs={max(1, round(people_total / n))}"]
+    return ov
 
 
 def _evaluate(ckpt: str, paths: dict, shared: str, workdir: str, env: dict) -> dict:
@@ -166,9 +186,30 @@ def table(rows: list[dict]) -> str:
             v = np.array([r[k] for r in rs if r.get(k) is not None], float)
             cells.append("" if not len(v) else f"{v.mean():.3f}" + (
                 f" ± {v.std(ddof=1):.3f}" if len(v) > 1 else ""))
-        lines.append(f"| {m}: {METHODS.get(m, ('', []))[0]} | {len(rs)} | "
+        name, _, n = m.partition("@")
+        what = METHODS.get(name, ("", []))[0] + (f", {n} people" if n else "")
+        lines.append(f"| {m}: {what} | {len(rs)} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _all_rows(out: str) -> list[dict]:
+    """The rows of every finished run under ``out`` (this call's and earlier ones'), in the
+    order of :data:`METHODS`, then people, then seed."""
+    rows = []
+    runs = os.path.join(out, "runs")
+    for name in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
+        p = os.path.join(runs, name, "row.json")
+        if os.path.exists(p):
+            with open(p) as f:
+                rows.append(json.load(f))
+    order = list(METHODS)
+
+    def key(r):
+        name, _, n = r["method"].partition("@")
+        return (order.index(name) if name in order else len(order), -int(n or 10 ** 9),
+                r["seed"])
+    return sorted(rows, key=key)
 
 
 def run_real(out: str, shared: str, methods: list[str], seeds: list[int], overrides: list[str],
@@ -177,7 +218,7 @@ def run_real(out: str, shared: str, methods: list[str], seeds: list[int], overri
     from odkd.config import load_config
     from odkd.distill.real import teacher_view_set
 
-    bad = [m for m in methods if m not in METHODS]
+    bad = [m for m in methods if m.partition("@")[0] not in METHODS]
     if bad:
         raise DataError(f"--methods: unknown {bad}; choose from {', '.join(METHODS)}")
     t0 = time.time()
@@ -187,10 +228,11 @@ def run_real(out: str, shared: str, methods: list[str], seeds: list[int], overri
     base = [f"data.train_ann={train}",
             f"data.val_ann={os.path.join(shared, 'data', 'real-mini', 'coco', 'test_coco.json')}",
             f"data.val_images={os.path.join(shared, 'data', 'real-mini', 'coco')}",
-            f"distill.cache={os.path.join(out, 'teacher_cache')}", *overrides]
+            f"distill.cache={os.path.join(out, 'teacher_cache-' + str(people or 'all'))}",
+            *overrides]
     # the views are labelled once, here, with every thread; the runs then only read them
-    teacher_view_set(load_config(CONFIG, base), log=log)
-    lightning = _lightning_checkpoint(out) if "kd" in methods else ""
+    people_total = len(teacher_view_set(load_config(CONFIG, base), log=log).records)
+    lightning_ck = _lightning_checkpoint(out)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     todo = [(m, s) for m in methods for s in (seeds if m != "start" else seeds[:1])]
     rows: list[dict] = []
@@ -202,20 +244,24 @@ def run_real(out: str, shared: str, methods: list[str], seeds: list[int], overri
             raise DataError(f"run {m} seed {s} failed; see {os.path.join(wd, 'train.log')}")
         ckpt = os.path.join(wd, "last.pt") if m != "start" else lightning_ck
         r = {"method": m, "seed": s, "workdir": wd, **_evaluate(ckpt, paths, shared, wd, env)}
+        with open(os.path.join(wd, "row.json"), "w") as f:
+            json.dump(r, f)
         rows.append(r)
         with open(res_path, "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump(_all_rows(out), f, indent=1)
         log(f"[odkd] {m} seed {s}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()
                                                  if isinstance(v, float)))
 
-    lightning_ck = lightning or _lightning_checkpoint(out)
     for m, s in todo:
         wd = os.path.join(out, "runs", f"{m}-s{s}")
         os.makedirs(wd, exist_ok=True)
+        if os.path.exists(os.path.join(wd, "row.json")):
+            log(f"[odkd] {m} seed {s}: done before ({wd}), kept")
+            continue
         if m == "start":
             finish(m, s, wd, None)
             continue
-        ov = [o.format(lightning_pt=lightning_ck) for o in METHODS[m][1]]
+        ov = [o.format(lightning_pt=lightning_ck) for o in method_overrides(m, people_total)]
         argv = ["distill", CONFIG, *base, *ov, f"train.seed={s}", "--workdir", wd,
                 "--no-progress"]
         while len(running) >= jobs:
@@ -231,6 +277,9 @@ def run_real(out: str, shared: str, methods: list[str], seeds: list[int], overri
         running.append((m, s, wd, proc))
     for item in running:
         finish(*item)
+    rows = _all_rows(out)
+    with open(res_path, "w") as f:
+        json.dump(rows, f, indent=1)
     text = table(rows)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(text + "\n")
