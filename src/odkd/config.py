@@ -30,6 +30,10 @@ class DataConfig:
     val_images: str = ""
     input_size: list = field(default_factory=lambda: [192, 256])   # (width, height)
     heatmap_stride: int = 4             # heatmaps at 1/4 resolution
+    # (x, y) heatmap cells from where a model puts a joint's peak to the joint. 0 for models
+    # trained on odkd's (HRNet's) targets; MoveNet's heads peak at the floor of the joint's
+    # cell, and its TF padding adds 1/8 cell: 0.375 (docs/method.md "MoveNet's heatmaps")
+    heatmap_offset: list = field(default_factory=lambda: [0.0, 0.0])
     sigma: float = 2.0                  # Gaussian sigma in heatmap pixels
     padding: float = 1.25               # box padding before the crop
     scale_factor: float = 0.35          # train: random scale in [1-s, 1+s]

@@ -44,7 +44,9 @@ class HeatmapCodec:
     ``quarter`` or ``dark``; a field named ``decode`` would hide the method), ``dark_kernel``
     (DARK's blur), ``protocol`` (``eval.protocol``: the decoding rules, ``odkd`` or ``hrnet``)
     and ``flip_shift`` (heatmap pixels the flipped maps are shifted right, see
-    :func:`odkd.codec.decode.flip_back`; None: the exact ``(stride - 1) / stride``).
+    :func:`odkd.codec.decode.flip_back`; None: the exact ``(stride - 1) / stride - 2 offset_x``).
+    ``offset`` (``data.heatmap_offset``): (x, y) cells from a model's peak to the joint; targets
+    are encoded that far before the joint and decoding adds it back.
     """
 
     input_size: tuple[int, int]
@@ -54,6 +56,7 @@ class HeatmapCodec:
     dark_kernel: int = 11
     protocol: str = "odkd"
     flip_shift: float | None = None
+    offset: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         size, stride = self.input_size, self.heatmap_stride
@@ -78,9 +81,16 @@ class HeatmapCodec:
         if self.dark_kernel < 1 or self.dark_kernel % 2 == 0:
             raise ConfigError(f"dark_kernel must be a positive odd integer, got "
                               f"{self.dark_kernel}")
-        shift = (stride - 1) / stride if self.flip_shift is None else float(self.flip_shift)
-        if shift < 0:
-            raise ConfigError(f"flip_shift must be >= 0, got {self.flip_shift}")
+        off = tuple(float(v) for v in self.offset)
+        if len(off) != 2 or not all(abs(v) < 1 for v in off):
+            raise ConfigError(f"data.heatmap_offset: expected [x, y] cells in (-1, 1), got "
+                              f"{list(self.offset)!r}")
+        object.__setattr__(self, "offset", off)
+        # mirrored, a peak offset o moves the other way: the flipped maps need 2 o less shift
+        shift = (stride - 1) / stride - 2 * off[0] if self.flip_shift is None \
+            else float(self.flip_shift)
+        if shift < -1:
+            raise ConfigError(f"flip_shift must be >= -1, got {self.flip_shift}")
         # frozen: normalise through object.__setattr__ so equal settings compare equal
         object.__setattr__(self, "input_size", (size[0], size[1]))
         object.__setattr__(self, "flip_shift", shift)
@@ -99,7 +109,8 @@ class HeatmapCodec:
         else:
             shift = None
         return cls(input_size=data.input_size, heatmap_stride=stride, sigma=data.sigma,
-                   decoder=ev.decode, protocol=ev.protocol, flip_shift=shift)
+                   decoder=ev.decode, protocol=ev.protocol, flip_shift=shift,
+                   offset=tuple(getattr(data, "heatmap_offset", (0.0, 0.0))))
 
     @classmethod
     def from_config(cls, cfg: Config) -> "HeatmapCodec":
@@ -116,6 +127,9 @@ class HeatmapCodec:
         target_weight (K,)) float32. Joints whose nearest heatmap pixel is off the map get
         weight 0, then :func:`odkd.codec.encode.encode_heatmaps`."""
         k = np.array(kpts_hm, copy=True)
+        if self.offset != (0.0, 0.0):
+            k = k.astype(np.float64)
+            k[..., :2] -= np.asarray(self.offset)
         if k.ndim == 2 and k.shape[1] >= 3:
             w, h = self.heatmap_size
             k[~_inside_map(k[:, 0], k[:, 1], w, h), 2] = 0
@@ -124,6 +138,9 @@ class HeatmapCodec:
     def encode_torch(self, kpts_hm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Batched :meth:`encode` on the tensor's device: (B, K, 3) -> (B, K, h, w), (B, K)."""
         w, h = self.heatmap_size
+        if self.offset != (0.0, 0.0):
+            kpts_hm = torch.cat([kpts_hm[..., :2] - kpts_hm.new_tensor(self.offset),
+                                 kpts_hm[..., 2:]], dim=-1)
         inside = _inside_map(kpts_hm[..., 0], kpts_hm[..., 1], w, h)
         vis = torch.where(inside, kpts_hm[..., 2], torch.zeros_like(kpts_hm[..., 2]))
         k = torch.cat([kpts_hm[..., :2], vis[..., None]], dim=-1)
@@ -134,7 +151,8 @@ class HeatmapCodec:
         """(N, K, h, w) heatmaps of the crops ``centers`` / ``scales`` (N, 2) -> image
         keypoints (N, K, 2) and scores (N, K) (:func:`odkd.codec.decode.decode_heatmaps`)."""
         return decode_heatmaps(heatmaps, centers, scales, method=self.decoder,
-                               dark_kernel=self.dark_kernel, protocol=self.protocol)
+                               dark_kernel=self.dark_kernel, protocol=self.protocol,
+                               offset=self.offset)
 
     def flip_back(self, heatmaps, flip_pairs):
         """Maps of a horizontally flipped input back into the unflipped crop, shifted right by

@@ -117,7 +117,7 @@ def _dark_offset(hm: np.ndarray, coords: np.ndarray, kernel: int) -> np.ndarray:
 
 
 def decode_heatmaps(heatmaps, centers, scales, method: str = "quarter", dark_kernel: int = 11,
-                    protocol: str = "odkd") -> tuple[np.ndarray, np.ndarray]:
+                    protocol: str = "odkd", offset=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
     """Decode (N, K, h, w) heatmaps of crops given by ``centers``/``scales`` (N, 2) in image
     pixels into image keypoints.
 
@@ -126,7 +126,8 @@ def decode_heatmaps(heatmaps, centers, scales, method: str = "quarter", dark_ker
     maximum is not positive puts its joint at heatmap (0, 0), the crop corner, and the quarter
     offset uses HRNet's border rule (see ``_quarter_offset``). odkd keeps the argmax there.
     Returns ``preds`` float32 (N, K, 2) image (x, y) and ``maxvals`` float32 (N, K), the raw
-    heatmap maxima used as keypoint scores.
+    heatmap maxima used as keypoint scores. ``offset`` (x, y) heatmap cells are added to the
+    decoded peaks (``data.heatmap_offset``).
     """
     if protocol not in ("odkd", "hrnet"):
         raise ValueError(f"unknown protocol {protocol!r}; choose 'odkd' or 'hrnet'")
@@ -142,6 +143,8 @@ def decode_heatmaps(heatmaps, centers, scales, method: str = "quarter", dark_ker
         coords = _dark_offset(hm, coords, dark_kernel)
     else:
         raise ValueError(f"unknown decode method {method!r}; choose 'quarter' or 'dark'")
+    if offset[0] or offset[1]:
+        coords = (coords + np.asarray(offset, np.float32)).astype(np.float32)
     n, _, h, w = hm.shape
     centers = np.asarray(centers, dtype=np.float32).reshape(n, 2)
     scales = np.asarray(scales, dtype=np.float32).reshape(n, 2)

@@ -30,6 +30,9 @@ def register(sub) -> None:
     real.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     real.add_argument("--people", type=int, default=300,
                       help="training people, spread over the sets (default 300; 0 = all)")
+    real.add_argument("--train", default=None, metavar="JSON",
+                      help="train on this COCO json (e.g. `odkd data import folder ... "
+                           "--detect`) instead of the shared real sets")
     real.add_argument("--jobs", type=int, default=2,
                       help="runs at once, one torch thread each (default 2)")
     p.set_defaults(func=run)
@@ -47,7 +50,8 @@ def run_real_demo(args, overrides) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     print(f"[odkd] demo real -> {out}: methods {', '.join(methods)}; seeds "
           f"{', '.join(map(str, seeds))}; {args.people or 'all'} people")
-    run_real(out, args.shared, methods, seeds, overrides, jobs=args.jobs, people=args.people)
+    run_real(out, args.shared, methods, seeds, overrides, jobs=args.jobs, people=args.people,
+             train=args.train)
     print(f"[odkd] demo real finished in {(time.time() - t0) / 60:.1f} min")
     return 0
 

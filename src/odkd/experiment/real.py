@@ -39,8 +39,9 @@ METHODS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def prepare_data(shared: str, out: str, log=print) -> dict:
-    """Import and merge the training images; import the held-out LSP split. Returns paths."""
+def prepare_data(shared: str, out: str, log=print, train: str | None = None) -> dict:
+    """Import and merge the training images (or take ``train``, a COCO json of your own
+    images); import the held-out LSP split. Returns paths."""
     from odkd.data.importers import run_import
     from odkd.data.importers.common import write_coco
     from odkd.data.importers.merge import merge_coco
@@ -56,6 +57,10 @@ def prepare_data(shared: str, out: str, log=print) -> dict:
              "lsp_test": os.path.join(data, "lsp_test.json")}
     if not os.path.exists(paths["lsp_test"]):
         run_import("lsp", os.path.join(real, "lsp"), paths["lsp_test"], split="test")
+    if train:
+        if not os.path.exists(train):
+            raise DataError(f"--train: {train} does not exist")
+        paths["train"] = os.path.abspath(train)
     if os.path.exists(paths["train"]):
         return paths
     det = get_detector("ssd-mobilenet-v2", score_threshold=0.5)
@@ -213,7 +218,7 @@ def _all_rows(out: str) -> list[dict]:
 
 
 def run_real(out: str, shared: str, methods: list[str], seeds: list[int], overrides: list[str],
-             jobs: int = 2, people: int = 0, log=print) -> dict:
+             jobs: int = 2, people: int = 0, train: str | None = None, log=print) -> dict:
     """Every (method, seed) run; returns {"rows", "table"} and writes results.json/.md."""
     from odkd.config import load_config
     from odkd.distill.real import teacher_view_set
@@ -223,7 +228,7 @@ def run_real(out: str, shared: str, methods: list[str], seeds: list[int], overri
         raise DataError(f"--methods: unknown {bad}; choose from {', '.join(METHODS)}")
     t0 = time.time()
     out = os.path.abspath(out)
-    paths = prepare_data(shared, out, log)
+    paths = prepare_data(shared, out, log, train)
     train = subset(paths["train"], people)
     base = [f"data.train_ann={train}",
             f"data.val_ann={os.path.join(shared, 'data', 'real-mini', 'coco', 'test_coco.json')}",
@@ -234,7 +239,8 @@ def run_real(out: str, shared: str, methods: list[str], seeds: list[int], overri
     people_total = len(teacher_view_set(load_config(CONFIG, base), log=log).records)
     lightning_ck = _lightning_checkpoint(out)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    todo = [(m, s) for m in methods for s in (seeds if m != "start" else seeds[:1])]
+    # seed-major: a first seed of every method comes before the next seed of any
+    todo = [(m, s) for s in seeds for m in methods if m != "start" or s == seeds[0]]
     rows: list[dict] = []
     res_path = os.path.join(out, "results.json")
     running: list[tuple] = []
