@@ -106,6 +106,34 @@ def test_flip_back_shift_recovers_the_unflipped_joint():
     assert x_error(replace(codec, flip_shift=1.0)).mean() == pytest.approx(0.25, abs=0.05)
 
 
+def test_heatmap_offset_moves_targets_and_decoding_and_the_flip_shift():
+    """A model that peaks ``offset`` cells before each joint (MoveNet: 0.375): targets are
+    encoded there, decoding adds it back, and the mirrored maps need 2 x offset less shift."""
+    base = _codec(decoder="dark")
+    off = replace(base, offset=(0.375, 0.25), flip_shift=None)
+    assert off.offset == (0.375, 0.25) and off.flip_shift == pytest.approx(0.75 - 0.75)
+    w, h = base.heatmap_size
+    pt = np.array([[10.4, 12.7, 2.0]])
+    hm_base, _ = base.encode(pt)
+    hm_off, _ = off.encode(pt)
+    moved = pt.copy()
+    moved[0, :2] -= (0.375, 0.25)
+    np.testing.assert_allclose(hm_off, base.encode(moved)[0], atol=1e-6)
+    centers, scales = _identity_crop(base, 1)
+    got, _ = off.decode(hm_off[None], centers, scales)
+    np.testing.assert_allclose(got[0, 0], pt[0, :2], atol=0.1)
+    # the flip test of such a model: its maps of the mirrored input peak at
+    # w - x - 1/stride - offset, and flip_back with the adjusted shift lands on x - offset
+    flipped = pt.copy()
+    flipped[0, 0] = w - pt[0, 0] - 1.0 / base.heatmap_stride - 0.375
+    flipped[0, 1] = pt[0, 1] - 0.25
+    hm_f = base.encode(flipped)[0][None]
+    back, _ = off.decode(off.flip_back(hm_f, []), centers, scales)
+    np.testing.assert_allclose(back[0, 0], pt[0, :2], atol=0.1)
+    with pytest.raises(ConfigError, match="heatmap_offset"):
+        replace(base, offset=(1.5, 0.0))
+
+
 # ---------------------------------------------------------------------------------- builders
 
 def _cfg() -> Config:
