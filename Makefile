@@ -11,7 +11,7 @@ ODKD_CACHE ?= $(HOME)/.cache/odkd
 export ODKD_CACHE
 TEACHERS_STAMP := $(ODKD_CACHE)/teachers/.fetched
 
-.PHONY: venv demo test test-fast teachers clean
+.PHONY: venv demo demo-real test test-fast teachers clean
 
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -32,6 +32,10 @@ teachers: $(TEACHERS_STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/odkd demo --out demo_out
 
+# label-free distillation from the real teachers on ../shared/data/real (minutes on a CPU)
+demo-real: $(STAMP) $(TEACHERS_STAMP)
+	$(VENV)/bin/odkd demo real --out real_out
+
 # A failed set-up (no registry reachable) must not hide the rest of the suite: the teachers'
 # tests then skip, each saying which command sets them up.
 test: $(STAMP)
@@ -42,4 +46,4 @@ test-fast: $(STAMP)
 	OMP_NUM_THREADS=2 $(VPY) -m pytest -q -m "not slow" tests
 
 clean:
-	rm -rf $(VENV) demo_out
+	rm -rf $(VENV) demo_out real_out

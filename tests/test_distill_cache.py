@@ -110,6 +110,10 @@ def test_a_cache_of_other_teachers_or_other_data_is_refused_in_one_line(setup, t
         teacher_view_set(_cfg(setup, folder, f"data.train_ann={other}"), progress=False)
     with pytest.raises(DataError, match="views"):
         teacher_view_set(_cfg(setup, folder, "distill.views=4"), progress=False)
+    with pytest.raises(DataError, match="seed"):
+        teacher_view_set(_cfg(setup, folder, "distill.views_seed=1"), progress=False)
+    # another training seed shares the views (the data); only distill.views_seed changes them
+    teacher_view_set(_cfg(setup, folder, "train.seed=5"), progress=False)
     # fewer views than the folder holds: its first views of each person
     full = teacher_view_set(_cfg(setup, folder), progress=False)
     two = teacher_view_set(_cfg(setup, folder, "distill.views=2"), progress=False)

@@ -150,6 +150,8 @@ class DistillConfig:
     # of data.train_ann (module distill.cache); "" = a folder under $ODKD_CACHE/views.
     cache: str = ""
     views: int = 4                      # views per person (view 0 is the plain box)
+    # seed of the views (the data, shared by every run; train.seed drives the rest)
+    views_seed: int = 0
     # Per-joint weight of a real teacher's target from its confidence c: hard = 1 if c >= thr,
     # soft = c if c >= thr (0 below). Chosen on LSP 1001-2000: docs/results.md.
     conf_rule: str = "hard"

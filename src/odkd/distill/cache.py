@@ -128,7 +128,7 @@ def cache_spec(cfg: Config, records: list[PersonRecord]) -> CacheSpec:
     aug = {k: v for k, v in asdict(params).items() if k != "color_jitter"}  # jitter is online
     return CacheSpec(
         data=d.train_ann, data_sha256=sha256_file(d.train_ann), people=len(records),
-        views=int(cfg.distill.views), seed=int(cfg.train.seed),
+        views=int(cfg.distill.views), seed=int(cfg.distill.views_seed),
         input_size=[int(v) for v in d.input_size],
         heatmap_size=[int(d.input_size[0]) // stride, int(d.input_size[1]) // stride],
         padding=float(d.padding), augment=aug,
