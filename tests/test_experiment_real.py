@@ -2,8 +2,6 @@
 training subset and the summary table."""
 import json
 
-import pytest
-
 from odkd.cli import main
 from odkd.experiment.real import METHODS, method_overrides, subset, table
 

@@ -9,6 +9,11 @@ Read them in this order:
   (and the FPD single-teacher baseline);
 * ``teachers.py`` -- frozen teachers: eval mode, no grad, bf16 autocast on GPU.
 
+Real teachers (MoveNet, BlazePose, ... of :mod:`odkd.teachers`) on images without labels add
+three: ``cache.py`` (their outputs, computed once per augmented view and kept on disk),
+``views.py`` (training samples with confidence-weighted targets) and ``real.py`` (the training
+set a run gets from both).
+
 A training step is then::
 
     needed = loss_fn.needed_teachers(step)           # skip teachers with zero weight

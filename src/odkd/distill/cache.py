@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from odkd.config import Config, ConfigError
+from odkd.config import Config
 from odkd.data.coco import PersonRecord
 from odkd.data.transforms import AugmentParams, TrainAugment
 from odkd.errors import DataError
@@ -194,7 +194,10 @@ def sample_views(image: np.ndarray, rec: PersonRecord, hint: np.ndarray | None, 
     aspect = spec.input_size[0] / spec.input_size[1]
     center, scale = box_to_center_scale(rec.bbox, aspect, spec.padding)
     views = [{"center": center, "scale": scale, "rotation": 0.0, "flipped": False}]
-    kp = np.zeros((17, 3), np.float32) if hint is None else np.c_[hint[:, :2], (hint[:, 2] >= hint_thr).astype(np.float32)]
+    if hint is None:
+        kp = np.zeros((17, 3), np.float32)
+    else:
+        kp = np.c_[hint[:, :2], (hint[:, 2] >= hint_thr).astype(np.float32)]
     for v in range(1, spec.views):
         rng = np.random.default_rng([spec.seed, index, v])
         a = augment(image, kp, center, scale, rng)

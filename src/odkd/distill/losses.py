@@ -21,7 +21,8 @@ Choices, and why:
 * **Target weighting.** Every keypoint term uses the GT ``target_weight``: a teacher's heatmap
   for a joint without annotation (weight 0) is ignored. It is the same HRNet loss as the GT
   term, and it stops the student from copying a teacher on joints nobody can check (often
-  outside the crop, or cut away by half-body augmentation).
+  outside the crop, or cut away by half-body augmentation). A real teacher's output carries
+  its own ``target_weight`` (its per-joint confidence, :mod:`odkd.distill.views`), used instead.
 * **Segmentation imitation** is the per-pixel binary KL divergence
   ``BCE(p_s, p_t) - H(p_t)`` with ``p = sigmoid(logits)``. Its gradient for the student is the
   one of plain BCE against the soft teacher mask, but its value is 0 exactly when the student's
@@ -228,7 +229,8 @@ class DistillLoss:
                 loss = loss + self.mask_loss_weight * terms["gt_mask"]
             if "pt" in active:  # implies kd_weight > 0
                 t_hm = self._teacher_heatmaps("pt", teacher_out["pt"], s_hm)
-                terms["pt_kpt"] = joints_mse(s_hm, t_hm, self._teacher_weight(teacher_out["pt"], tw))
+                terms["pt_kpt"] = joints_mse(s_hm, t_hm,
+                                             self._teacher_weight(teacher_out["pt"], tw))
                 loss = loss + c.kd_weight * w_pt * terms["pt_kpt"]
             if "st" in active:
                 st = teacher_out["st"]
