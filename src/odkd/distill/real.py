@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from odkd.config import Config, ConfigError, DistillConfig
-from odkd.errors import DataError
+from odkd.errors import DataError, OdkdError
 
 TEACHER_THREADS = 1   # teachers label views one crop at a time: a second thread barely helps
 
@@ -52,7 +52,10 @@ def teacher_view_set(cfg: Config, progress: bool = True, build: bool = True, log
     teachers = {}
     for k in ("pt", "st"):
         name = getattr(dc, k).name
-        teachers[k] = get_teacher(name, num_threads=TEACHER_THREADS) if name else None
+        try:
+            teachers[k] = get_teacher(name, num_threads=TEACHER_THREADS) if name else None
+        except OdkdError as e:
+            raise type(e)(f"distill.{k}.name: {e}") from None
         if k == "st" and teachers[k] is not None and dc.seg_weight > 0 \
                 and not teachers[k].has_mask and cfg.model.with_mask:
             raise ConfigError(f"distill.st.name: {name} gives no mask but distill.seg_weight "
