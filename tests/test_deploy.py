@@ -293,15 +293,20 @@ def test_infer_folder_with_detection_boxes(student, real_mini, tmp_path):
     assert {r["image_id"] for r in res} <= {785, 40083, 196141, 197388}
 
 
-def test_infer_video_writes_mp4(student, tmp_path):
-    _, _, onnx_path, _ = student
-    video = str(tmp_path / "clip.mp4")
-    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
+def _write_video(path) -> str:
+    """Three 96x64 frames of growing grey as an mp4v video (skips where OpenCV cannot)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
     if not writer.isOpened():
         pytest.skip("this OpenCV build cannot write mp4v")
     for i in range(3):
         writer.write(np.full((64, 96, 3), 40 * i, np.uint8))
     writer.release()
+    return str(path)
+
+
+def test_infer_video_writes_mp4(student, tmp_path):
+    _, _, onnx_path, _ = student
+    video = _write_video(tmp_path / "clip.mp4")
     ort_model = OrtPoseModel(onnx_path)
     pred = TopDownPredictor(ort_model, ort_model.spec, torch.device("cpu"), batch_size=2)
     out = run_inference(pred, video, str(tmp_path / "out"), InferOptions(progress=False))
@@ -317,13 +322,7 @@ def test_infer_video_detect_mode_and_progress_bar(student, tmp_path, capsys):
     """A video in detect mode: the detector runs on every frame (at the default score 0.5),
     each box gets a pose; the progress bar counts the video's frames."""
     _, ckpt, _, _ = student
-    video = str(tmp_path / "clip.mp4")
-    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
-    if not writer.isOpened():
-        pytest.skip("this OpenCV build cannot write mp4v")
-    for i in range(3):
-        writer.write(np.full((64, 96, 3), 40 * i, np.uint8))
-    writer.release()
+    video = _write_video(tmp_path / "clip.mp4")
     calls = []
 
     def two_people(image, thr):   # what odkd.teachers.detector's detectors return

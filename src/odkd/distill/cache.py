@@ -24,6 +24,7 @@ teachers, data or views is refused with one line.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import time
@@ -37,20 +38,13 @@ from odkd.data.coco import PersonRecord
 from odkd.data.transforms import AugmentParams, TrainAugment
 from odkd.errors import DataError
 from odkd.geometry import affine_points, box_to_center_scale, get_affine_transform
+from odkd.teachers.store import cache_root, sha256_file
 from odkd.utils import atomic_write_bytes, atomic_write_text
 
 FORMAT = "odkd-teacher-views"
 VERSION = 1
 SHARD = 32        # people per shard: a kill loses at most this many people's views
 TEACHER_KEYS = ("pt", "st")
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -138,7 +132,7 @@ def cache_spec(cfg: Config, records: list[PersonRecord]) -> CacheSpec:
 
 
 def default_cache_dir(spec: CacheSpec) -> str:
-    root = os.environ.get("ODKD_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "odkd")
+    root = cache_root()
     stem = os.path.splitext(os.path.basename(spec.data))[0]
     return os.path.join(root, "views", f"{stem}-{spec.key()}")
 
@@ -186,18 +180,21 @@ def image_keypoints(kp_hm: np.ndarray, center, scale, heatmap_size) -> np.ndarra
     return out
 
 
-def sample_views(image: np.ndarray, rec: PersonRecord, hint: np.ndarray | None, spec: CacheSpec,
-                 augment: TrainAugment, index: int, hint_thr: float) -> list[dict]:
-    """The views of person ``index``: view 0 the plain box, then random ones (seeded by
-    (seed, index, view)). ``hint``: (K, 3) image keypoints + confidence for the half-body
-    box (confidence >= ``hint_thr`` counts as visible)."""
+def plain_view(rec: PersonRecord, spec: CacheSpec) -> dict:
+    """View 0 of a person: its box at the crop's aspect ratio, padded, upright, unflipped."""
     aspect = spec.input_size[0] / spec.input_size[1]
     center, scale = box_to_center_scale(rec.bbox, aspect, spec.padding)
-    views = [{"center": center, "scale": scale, "rotation": 0.0, "flipped": False}]
-    if hint is None:
-        kp = np.zeros((17, 3), np.float32)
-    else:
-        kp = np.c_[hint[:, :2], (hint[:, 2] >= hint_thr).astype(np.float32)]
+    return {"center": center, "scale": scale, "rotation": 0.0, "flipped": False}
+
+
+def sample_views(image: np.ndarray, plain: dict, hint: np.ndarray, spec: CacheSpec,
+                 augment: TrainAugment, index: int, hint_thr: float) -> list[dict]:
+    """The views of person ``index``: ``plain`` (view 0), then random ones (seeded by
+    (seed, index, view)). ``hint``: (K, 3) image keypoints + confidence for the half-body
+    box (confidence >= ``hint_thr`` counts as visible)."""
+    center, scale = plain["center"], plain["scale"]
+    views = [plain]
+    kp = np.c_[hint[:, :2], (hint[:, 2] >= hint_thr).astype(np.float32)]
     for v in range(1, spec.views):
         rng = np.random.default_rng([spec.seed, index, v])
         a = augment(image, kp, center, scale, rng)
@@ -309,11 +306,11 @@ def build_cache(folder: str, spec: CacheSpec, records: list[PersonRecord], teach
         for i in range(first, first + n):
             rec = records[i]
             image = read_image(rec)
-            plain = sample_views(image, rec, None, spec, augment, i, hint_thr)[0]
+            plain = plain_view(rec, spec)
             h0 = teachers[hint_key](image, plain["center"][None], plain["scale"][None], [0.0],
                                     hm_size)
             hint = image_keypoints(h0["keypoints"][0], plain["center"], plain["scale"], hm_size)
-            views = sample_views(image, rec, hint, spec, augment, i, hint_thr)
+            views = sample_views(image, plain, hint, spec, augment, i, hint_thr)
             flipped = None
             per = {k: [] for k in teachers}
             for v in views:
@@ -354,7 +351,6 @@ def build_cache(folder: str, spec: CacheSpec, records: list[PersonRecord], teach
             if a.dtype.kind == "f" and not np.isfinite(a).all():
                 raise DataError(f"teacher cache {folder}: non-finite {k} for people "
                                 f"{first}-{first + n - 1}; a teacher gave NaN/inf")
-        import io
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(_shard_path(folder, s), buf.getvalue())

@@ -241,7 +241,6 @@ def run_real(out: str, shared: str, methods: list[str], seeds: list[int], overri
     env = dict(os.environ, OMP_NUM_THREADS="1")
     # seed-major: a first seed of every method comes before the next seed of any
     todo = [(m, s) for s in seeds for m in methods if m != "start" or s == seeds[0]]
-    rows: list[dict] = []
     res_path = os.path.join(out, "results.json")
     running: list[tuple] = []
 
@@ -252,7 +251,6 @@ def run_real(out: str, shared: str, methods: list[str], seeds: list[int], overri
         r = {"method": m, "seed": s, "workdir": wd, **_evaluate(ckpt, paths, shared, wd, env)}
         with open(os.path.join(wd, "row.json"), "w") as f:
             json.dump(r, f)
-        rows.append(r)
         with open(res_path, "w") as f:
             json.dump(_all_rows(out), f, indent=1)
         log(f"[odkd] {m} seed {s}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()

@@ -14,7 +14,6 @@ import glob
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -132,10 +131,14 @@ MODELS: dict[str, StoredModel] = {m.name: m for m in [
 MANIFEST = "manifest.json"
 
 
+def cache_root() -> str:
+    """``$ODKD_CACHE`` (default ``~/.cache/odkd``): teachers here, cached teacher views too."""
+    return os.environ.get("ODKD_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "odkd")
+
+
 def cache_dir() -> str:
     """``$ODKD_CACHE/teachers`` (default ``~/.cache/odkd/teachers``)."""
-    root = os.environ.get("ODKD_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "odkd")
-    return os.path.join(root, "teachers")
+    return os.path.join(cache_root(), "teachers")
 
 
 def sha256_file(path: str) -> str:
