@@ -115,6 +115,21 @@ def test_load_by_shipped_name(shipped, lightning_ckpt, real_mini):
     np.testing.assert_array_equal(by_name[0].keypoints, by_path[0].keypoints)
 
 
+def test_a_shipped_name_is_a_teacher_too(shipped, lightning_ckpt):
+    """`odkd eval --checkpoint odkd-lightning --metric pck` and distillation from it go
+    through the checkpoint teacher, which takes shipped names as the loaders do."""
+    from odkd.teachers import get_teacher
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (240, 200, 3), dtype=np.uint8)
+    args = (image, [[100.0, 120.0]], [[150.0, 150.0]], [0.0], (48, 48))
+    by_name = get_teacher("checkpoint:odkd-lightning")(*args)
+    by_path = get_teacher(f"checkpoint:{lightning_ckpt}")(*args)
+    np.testing.assert_array_equal(by_name["keypoints"], by_path["keypoints"])
+    with pytest.raises(CheckpointError, match="nor the name of a shipped model"):
+        get_teacher("checkpoint:odkd-thunder")
+
+
 def test_infer_image_out_of_the_box(shipped, real_mini, tmp_path):
     """`odkd infer photo.jpg`: no --checkpoint (the shipped model), positional input."""
     img = str(real_mini / "coco" / IMG)

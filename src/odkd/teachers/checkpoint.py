@@ -89,10 +89,12 @@ class CheckpointCodec:
         from odkd.codec import HeatmapCodec
         from odkd.keypoints import COCO_KEYPOINTS, flip_pairs_from_names
         from odkd.models.checkpoint import build_from_checkpoint
+        from odkd.models.zoo import not_found_hint, resolve_checkpoint
         from odkd.utils import pick_device
 
+        path = resolve_checkpoint(path)   # a shipped model's name, as every loader takes
         if not os.path.isfile(path):
-            raise CheckpointError(f"{path}: checkpoint file not found")
+            raise CheckpointError(f"{path}: checkpoint file not found {not_found_hint()}")
         cfg = checkpoint_run_config(path, input_size, flip_test)
         net = build_from_checkpoint(path, name=model or None, with_mask=None, verbose=False)
         if int(net.num_joints) != len(COCO_KEYPOINTS):
