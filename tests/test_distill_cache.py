@@ -208,3 +208,16 @@ def test_own_heatmaps_are_cached_and_become_the_target(setup, tmp_path):
     with pytest.raises(DataError, match="own_heatmaps"):
         teacher_view_set(_cfg(setup, tmp_path / "d", "distill.st.own_heatmaps=true"),
                          progress=False)
+
+
+def test_a_folder_with_own_heatmaps_serves_a_run_without_them(setup, tmp_path):
+    with_own = teacher_view_set(_cfg(setup, tmp_path / "c", "distill.st.own_heatmaps=true"),
+                                progress=False, log=lambda s: None)
+    lines, log = _logs()
+    plain = teacher_view_set(_cfg(setup, tmp_path / "c"), progress=False, log=log)
+    assert not any("to label" in s for s in lines)        # nothing recomputed
+    assert "st_heatmaps" not in plain.views
+    np.testing.assert_array_equal(plain.views["st_keypoints"], with_own.views["st_keypoints"])
+    # its target is the Gaussian at the teacher's keypoints, as in a folder made without them
+    fresh = teacher_view_set(_cfg(setup, tmp_path / "e"), progress=False, log=lambda s: None)
+    np.testing.assert_array_equal(plain[1]["st_heatmap"].numpy(), fresh[1]["st_heatmap"].numpy())

@@ -52,3 +52,14 @@ def test_missing_shared_data_is_one_line(capsys, tmp_path):
     rc = main(["demo", "real", "--out", str(tmp_path / "o"), "--shared", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "data/real" in err[0]
+
+
+def test_resume_refuses_rows_of_other_overrides(capsys, tmp_path):
+    wd = tmp_path / "o" / "runs" / "pseudo-s0"
+    wd.mkdir(parents=True)
+    (wd / "row.json").write_text(json.dumps({"method": "pseudo", "seed": 0, "workdir": str(wd),
+                                             "overrides": ["data.input_size=[160,160]"]}))
+    rc = main(["demo", "real", "--methods", "pseudo", "--out", str(tmp_path / "o"),
+               "--shared", str(tmp_path), "train.lr=0.001"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "row.json" in err[0] and "input_size" in err[0]

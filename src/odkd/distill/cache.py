@@ -155,6 +155,13 @@ def check_manifest(folder: str, spec: CacheSpec) -> CacheSpec:
     # per person and seeded by (seed, person, view), so its first ones are that run's views
     if isinstance(have.get("views"), int) and have["views"] >= want["views"]:
         have["views"] = want["views"]
+    # likewise a folder that keeps a teacher's own heatmaps serves a run that wants its
+    # keypoints only (the heatmaps are then dropped on reading)
+    if set(want.get("own_heatmaps", [])) <= set(have.get("own_heatmaps", [])):
+        if want.get("own_heatmaps"):
+            have["own_heatmaps"] = want["own_heatmaps"]
+        else:
+            have.pop("own_heatmaps", None)
     if have != want:
         diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
         what = {"teachers": "other teachers", "data_sha256": "another data set",
@@ -263,7 +270,7 @@ def build_cache(folder: str, spec: CacheSpec, records: list[PersonRecord], teach
     """
     from tqdm import tqdm
 
-    want_hm, want_views = list(spec.heatmap_size), spec.views
+    want_hm, want_views, want_own = list(spec.heatmap_size), spec.views, spec.own_heatmaps
     spec = check_manifest(folder, spec)   # outputs are computed in the folder's own frame
     os.makedirs(folder, exist_ok=True)
     manifest = os.path.join(folder, "manifest.json")
@@ -364,4 +371,6 @@ def build_cache(folder: str, spec: CacheSpec, records: list[PersonRecord], teach
     if want_views < spec.views:
         keep = np.arange(len(arrays["person"])) % spec.views < want_views
         arrays = {k: v[keep] for k, v in arrays.items()}
+    for k in set(spec.own_heatmaps) - set(want_own):
+        arrays.pop(f"{k}_heatmaps", None)
     return rescale(arrays, spec.heatmap_size, want_hm)

@@ -115,21 +115,23 @@ def subset(train: str, people: int) -> str:
     return out
 
 
-def _lightning_checkpoint(out: str) -> str:
+def _lightning_checkpoint(out: str, overrides: list[str]) -> str:
     """MoveNet Lightning's shipped weights as an odkd checkpoint with the students' data and
-    eval settings: the ``start`` row, and the online teacher of ``kd``."""
+    eval settings (``overrides`` included, so a student input size applies to it too): the
+    ``start`` row, and the online teacher of ``kd``."""
     from odkd.config import load_config
     from odkd.models.checkpoint import convert, read_checkpoint
     from odkd.teachers import store
     from odkd.utils import atomic_torch_save
 
-    path = os.path.join(out, "movenet_lightning.pt")
+    cfg = load_config(CONFIG, [*overrides, "model.with_mask=false"]).to_dict()
+    w, h = cfg["data"]["input_size"]
+    path = os.path.join(out, f"movenet_lightning_{w}x{h}.pt")
     if not os.path.exists(path):
         tmp = path + ".convert"
         convert(store.model_path("movenet-lightning-tfjs"), tmp, name="movenet_lightning",
                 verbose=False)
         ck = read_checkpoint(tmp)
-        cfg = load_config(CONFIG, ["model.with_mask=false"]).to_dict()
         ck["config"] = {"model": cfg["model"], "data": cfg["data"], "eval": cfg["eval"]}
         atomic_torch_save(ck, path)
         os.remove(tmp)
@@ -228,6 +230,11 @@ def run_real(out: str, shared: str, methods: list[str], seeds: list[int], overri
         raise DataError(f"--methods: unknown {bad}; choose from {', '.join(METHODS)}")
     t0 = time.time()
     out = os.path.abspath(out)
+    for r in _all_rows(out):
+        # resuming must not mix runs of two settings in one table
+        if r.get("overrides", []) != overrides:
+            raise DataError(f"{os.path.join(r['workdir'], 'row.json')}: made with overrides "
+                            f"{r.get('overrides', [])}, not {overrides}; use another --out")
     paths = prepare_data(shared, out, log, train)
     train = subset(paths["train"], people)
     base = [f"data.train_ann={train}",
@@ -237,7 +244,7 @@ def run_real(out: str, shared: str, methods: list[str], seeds: list[int], overri
             *overrides]
     # the views are labelled once, here, with every thread; the runs then only read them
     people_total = len(teacher_view_set(load_config(CONFIG, base), log=log).records)
-    lightning_ck = _lightning_checkpoint(out)
+    lightning_ck = _lightning_checkpoint(out, base)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     # seed-major: a first seed of every method comes before the next seed of any
     todo = [(m, s) for s in seeds for m in methods if m != "start" or s == seeds[0]]
@@ -248,7 +255,8 @@ def run_real(out: str, shared: str, methods: list[str], seeds: list[int], overri
         if proc is not None and proc.wait():
             raise DataError(f"run {m} seed {s} failed; see {os.path.join(wd, 'train.log')}")
         ckpt = os.path.join(wd, "last.pt") if m != "start" else lightning_ck
-        r = {"method": m, "seed": s, "workdir": wd, **_evaluate(ckpt, paths, shared, wd, env)}
+        r = {"method": m, "seed": s, "workdir": wd, "overrides": overrides,
+             **_evaluate(ckpt, paths, shared, wd, env)}
         with open(os.path.join(wd, "row.json"), "w") as f:
             json.dump(r, f)
         with open(res_path, "w") as f:
