@@ -427,3 +427,22 @@ def test_no_flip_reaches_a_checkpoint_teacher_and_refuses_others(tmp_path, small
     assert main(["eval", "--model", "movenet-lightning", "--ann", ann, "--metric", "pck",
                  "--no-flip"]) == 2
     assert "--no-flip" in capsys.readouterr().err
+
+
+def test_metric_pck_scores_an_onnx_export_like_its_checkpoint(tmp_path, small_ckpt):
+    """An `odkd export` file goes through the same crop and decoding as its checkpoint, so
+    fp32 ONNX and PyTorch give the same keypoints (to float tolerance) and the same PCK."""
+    pytest.importorskip("onnxruntime")
+    from odkd.cli import main
+
+    ann = _lsp_like(tmp_path, 3)
+    onnx_path = str(tmp_path / "m.onnx")
+    assert main(["export", small_ckpt, "--out", onnx_path]) == 0
+    res = {}
+    for name, ck in (("pt", small_ckpt), ("onnx", onnx_path)):
+        out = tmp_path / name
+        assert main(["eval", "--checkpoint", ck, "--ann", ann, "--images", str(tmp_path),
+                     "--metric", "pck", "--no-flip", "--out", str(out)]) == 0
+        res[name] = json.loads((out / "results.json").read_text())
+    for a, b in zip(res["pt"], res["onnx"]):
+        np.testing.assert_allclose(a["keypoints"], b["keypoints"], atol=1e-2)

@@ -388,3 +388,30 @@ def test_training_from_a_tfjs_file_recalibrates_its_batchnorms(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(x)["heatmaps"], src.eval()(x)["heatmaps"],
                                    atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(96, 96), (80, 112)])
+def test_onnx_export_has_no_shape_arithmetic(tmp_path, size):
+    """The export is at one input size, so TF SAME pads and, at sizes divisible by 32, the
+    upsampling are constants in the graph (no Shape operators); onnxruntime gives PyTorch's
+    outputs at either kind of size."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from odkd.deploy.onnx_export import export_onnx
+    from odkd.deploy.ort_model import OrtPoseModel
+    from odkd.deploy.spec import spec_for_model
+
+    torch.manual_seed(0)
+    m = build_model("movenet_lightning").eval()
+    path = str(tmp_path / "m.onnx")
+    export_onnx(m, spec_for_model(m, input_size=size), path)
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    if size[0] % 32 == 0 and size[1] % 32 == 0:
+        assert not set(ops) & {"Shape", "Gather", "Div"}, ops
+    else:   # the upsampling takes its size from the lateral feature; the pads stay constant
+        assert "Div" not in ops and ops.count("Shape") <= 3, ops
+    x = torch.randn(2, 3, size[1], size[0])
+    with torch.no_grad():
+        want = m(x)["heatmaps"].numpy()
+    got = OrtPoseModel(path, threads=1)(x.numpy())["heatmaps"].numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)

@@ -98,6 +98,26 @@ def test_calibration_crops_are_the_evaluation_crops(tmp_path):
     np.testing.assert_array_equal(crops[0], want)
 
 
+def test_label_free_people_calibrate_too(tmp_path):
+    """A set with boxes and no keypoints (`odkd data import --detect`) gives the same crops as
+    the labelled set it came from, its images found through info.image_root."""
+    import json
+    import os
+
+    ann, images = synth_calibration_set(str(tmp_path / "synth"), 6, "easy")
+    cfg = Config()
+    cfg.data.input_size = [32, 48]
+    spec = spec_for_model(build_model("mobilenetv2"), cfg)
+    d = json.loads(open(ann).read())
+    for a in d["annotations"]:
+        a["keypoints"], a["num_keypoints"] = [0] * 51, 0
+    d.setdefault("info", {})["image_root"] = os.path.relpath(images, str(tmp_path))
+    unl = tmp_path / "unlabelled.json"
+    unl.write_text(json.dumps(d))
+    np.testing.assert_array_equal(calibration_crops(spec, str(unl), "", 4),
+                                  calibration_crops(spec, ann, images, 4))
+
+
 def test_export_int8_cli_writes_both_files_that_load_everywhere(tmp_path):
     from odkd.deploy.loader import load_pose
 
@@ -136,3 +156,4 @@ def test_export_int8_input_errors_are_one_line(tmp_path, capsys):
                  str(tmp_path / "none.json"), "--calib-images", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "none.json: calibration annotation file not found" in err[0]
+

@@ -143,6 +143,29 @@ def _teacher(name: str, args, arch: str | None = None):
     return get_teacher(name, num_threads=args.threads or 1, **opts)
 
 
+def _is_onnx(args) -> bool:
+    from odkd.deploy.loader import resolve_backend
+    from odkd.models.zoo import resolve_checkpoint
+
+    return resolve_backend(resolve_checkpoint(args.checkpoint), args.backend) == "onnxruntime"
+
+
+def _onnx_teacher(args):
+    """An ``odkd export`` ONNX file (fp32 or int8) behind the checkpoint teacher's crop and
+    decoding, so exports are scored by the same per-person protocol as their checkpoints."""
+    from odkd.deploy.loader import load_pose
+    from odkd.teachers.base import Teacher
+    from odkd.teachers.checkpoint import CheckpointCodec, CheckpointTeacher
+
+    loaded = load_pose(args.checkpoint, backend="onnxruntime", threads=args.threads or 1)
+    if args.no_flip:
+        loaded.cfg.eval.flip_test = False
+    codec = CheckpointCodec.from_model(args.checkpoint, loaded.model, loaded.cfg,
+                                       loaded.device)
+    teacher: Teacher = CheckpointTeacher(os.path.basename(args.checkpoint), codec)
+    return teacher
+
+
 def run_pck(args, teacher_name: str | None, overrides: list[str]) -> int:
     """``--metric pck``: the per-person protocol of ``odkd teachers eval`` (odkd.eval.people),
     for a teacher or, through the checkpoint teacher, a checkpoint."""
@@ -170,8 +193,11 @@ def run_pck(args, teacher_name: str | None, overrides: list[str]) -> int:
         from odkd.teachers.checkpoint import PREFIX
 
         name = args.checkpoint
-        # beside --checkpoint, --model is a foreign checkpoint's architecture
-        teacher = _teacher(PREFIX + args.checkpoint, args, arch=args.model)
+        if _is_onnx(args):
+            teacher = _onnx_teacher(args)
+        else:
+            # beside --checkpoint, --model is a foreign checkpoint's architecture
+            teacher = _teacher(PREFIX + args.checkpoint, args, arch=args.model)
     else:
         raise OdkdError("give --checkpoint PATH or --model TEACHER")
     scores = score_people(args.ann, args.images, {name: teacher})

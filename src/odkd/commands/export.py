@@ -30,10 +30,11 @@ def register(sub) -> None:
                 "activations calibrated on evaluation crops of the training data)")
     q.add_argument("--int8", action="store_true", help="also write the int8 model")
     q.add_argument("--calib-ann", default=None,
-                   help="COCO person_keypoints json to calibrate on (default: data.train_ann "
-                        "of the checkpoint's config)")
+                   help="COCO person_keypoints json to calibrate on; people need only a box "
+                        "(default: data.train_ann of the checkpoint's config)")
     q.add_argument("--calib-images", default=None,
-                   help="its image folder (default: data.train_images of the config)")
+                   help="its image folder (default: data.train_images of the config, else the "
+                        "json's info.image_root as `odkd data import` writes it)")
     q.add_argument("--calib-synth", default=None, choices=["easy", "medium", "hard"],
                    help="calibrate on freshly drawn SynthPose training images of this "
                         "difficulty instead (seed 0, 256x256)")
@@ -114,10 +115,10 @@ def export_int8(args: argparse.Namespace, model, spec, tol: float) -> None:
             train = spec.config.get("data", {})
             ann = args.calib_ann or train.get("train_ann") or ""
             images = args.calib_images or train.get("train_images") or ""
-            if not ann or not images:
-                raise OdkdError("--int8 needs calibration data: --calib-ann FILE --calib-images "
-                                "DIR, or --calib-synth LEVEL (the checkpoint's config names no "
-                                "data.train_ann / data.train_images)")
+            if not ann:
+                raise OdkdError("--int8 needs calibration data: --calib-ann FILE [--calib-images "
+                                "DIR], or --calib-synth LEVEL (the checkpoint's config names no "
+                                "data.train_ann)")
             source = {"calibration_data": os.path.basename(ann)}
         crops = calibration_crops(spec, ann, images, n)
         out8 = int8_path(args.out)

@@ -64,7 +64,9 @@ def calibration_crops(spec: PoseSpec, ann_file: str, image_dir: str,
                       num_crops: int) -> np.ndarray:
     """(N, 3, H, W) float32 evaluation crops (the model's own data settings: box padding,
     input size) of ``num_crops`` people spread evenly over the records of a COCO
-    person_keypoints file (sorted by image and annotation id)."""
+    person_keypoints file (sorted by image and annotation id). A crop needs only the person's
+    box, so a label-free set (``odkd data import --detect``) calibrates on all its people;
+    an empty ``image_dir`` means the json's own ``info.image_root``."""
     from odkd.data.coco import load_coco
     from odkd.data.dataset import TopDownDataset
 
@@ -72,15 +74,16 @@ def calibration_crops(spec: PoseSpec, ann_file: str, image_dir: str,
         raise OdkdError(f"--calib-crops must be >= 1, got {num_crops}")
     if not os.path.isfile(ann_file):
         raise DataError(f"{ann_file}: calibration annotation file not found")
-    if not os.path.isdir(image_dir):
+    if image_dir and not os.path.isdir(image_dir):
         raise DataError(f"{image_dir}: calibration image folder not found")
     coco = load_coco(ann_file, image_dir, train=True)
+    if not coco.records:   # a label-free set: its people by their boxes
+        coco = load_coco(ann_file, image_dir, train=True, unlabelled=True)
     if coco.num_joints != spec.num_joints:
         raise DataError(f"{ann_file}: field categories[].keypoints has {coco.num_joints} names "
                         f"but the model has {spec.num_joints} joints")
     if not coco.records:
-        raise DataError(f"{ann_file}: field annotations: no person with labelled keypoints to "
-                        "calibrate on")
+        raise DataError(f"{ann_file}: field annotations: no person to calibrate on")
     data = spec.eval_config().data
     data.cache_images = True
     ds = TopDownDataset(coco.records, coco.flip_pairs, coco.upper_body_ids, data, train=False,

@@ -74,9 +74,24 @@ def _make_divisible(v: float, divisor: int = 8) -> int:
     return new_v
 
 
+def _static_hw(x: torch.Tensor) -> tuple[int, int]:
+    """x's height and width as Python ints, also while tracing for ONNX. An export is made at
+    one input size (only the batch is dynamic), so sizes derived from them are constants
+    there: traced as arithmetic on Shape instead, they cost about 180 small operators
+    and keep onnxruntime from folding the Pads into the convolutions."""
+    h, w = x.shape[-2:]
+    if torch.jit.is_tracing():
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return int(h), int(w)
+    return int(h), int(w)
+
+
 def _tf_same_pad(x: torch.Tensor, k: int, s: int) -> torch.Tensor:
     """TF ``SAME`` padding for a k x k, stride s conv: the extra row/column goes bottom/right."""
-    ih, iw = x.shape[-2:]
+    ih, iw = _static_hw(x)
     # ceil as (n + s - 1) // s: traced into ONNX, // becomes Div, which truncates, so the
     # negative floor division trick would round the other way at odd sizes
     ph = max(((ih + s - 1) // s - 1) * s + k - ih, 0)
@@ -177,8 +192,12 @@ class FPN(nn.Module):
     @staticmethod
     def _up(x, lateral):
         # TF ResizeBilinear(half_pixel_centers=True) == PyTorch bilinear, align_corners=False
-        return F.interpolate(x, size=lateral.shape[-2:], mode="bilinear",
-                             align_corners=False) + lateral
+        (h, w), (lh, lw) = _static_hw(x), _static_hw(lateral)
+        if (lh, lw) == (2 * h, 2 * w):
+            # a constant scale exports as one Resize, with no shape arithmetic before it
+            return F.interpolate(x, scale_factor=2.0, mode="bilinear",
+                                 align_corners=False) + lateral
+        return F.interpolate(x, size=(lh, lw), mode="bilinear", align_corners=False) + lateral
 
     def forward(self, feats):
         f4, f8, f16, f32 = feats

@@ -86,8 +86,6 @@ class CheckpointCodec:
 
     def __init__(self, path: str, model: str | None = None, input_size=None,
                  flip_test: bool | None = None, device: str = "cpu"):
-        from odkd.codec import HeatmapCodec
-        from odkd.keypoints import COCO_KEYPOINTS, flip_pairs_from_names
         from odkd.models.checkpoint import build_from_checkpoint
         from odkd.models.zoo import not_found_hint, resolve_checkpoint
         from odkd.utils import pick_device
@@ -97,8 +95,23 @@ class CheckpointCodec:
             raise CheckpointError(f"{path}: checkpoint file not found {not_found_hint()}")
         cfg = checkpoint_run_config(path, input_size, flip_test)
         net = build_from_checkpoint(path, name=model or None, with_mask=None, verbose=False)
+        dev = pick_device(device)
+        self._setup(path, net.eval().to(dev), cfg, dev)
+
+    @classmethod
+    def from_model(cls, name: str, net, cfg, device) -> "CheckpointCodec":
+        """A loaded model (a torch module, or any callable with odkd's model contract such as
+        an ONNX Runtime export) run with ``cfg``'s data and eval settings."""
+        self = cls.__new__(cls)
+        self._setup(name, net, cfg, device)
+        return self
+
+    def _setup(self, name: str, net, cfg, dev) -> None:
+        from odkd.codec import HeatmapCodec
+        from odkd.keypoints import COCO_KEYPOINTS, flip_pairs_from_names
+
         if int(net.num_joints) != len(COCO_KEYPOINTS):
-            raise CheckpointError(f"{path}: holds a {net.num_joints}-joint model; a teacher gives "
+            raise CheckpointError(f"{name}: holds a {net.num_joints}-joint model; a teacher gives "
                                   f"COCO-17 keypoints")
         self.heatmap_codec = HeatmapCodec.from_config(cfg)
         self.input_size = self.heatmap_codec.input_size
@@ -106,10 +119,8 @@ class CheckpointCodec:
         self.has_mask = bool(getattr(net, "with_mask", False))
         pairs = cfg.data.flip_pairs if cfg.data.flip_pairs is not None else \
             flip_pairs_from_names(list(COCO_KEYPOINTS))
-        dev = pick_device(device)
         self.flip_test = bool(cfg.eval.flip_test)
-        self.runner = TorchRunner(net.eval().to(dev), self.heatmap_codec, pairs,
-                                  self.flip_test, dev)
+        self.runner = TorchRunner(net, self.heatmap_codec, pairs, self.flip_test, dev)
 
     def preprocess(self, crop_rgb: np.ndarray) -> list[np.ndarray]:
         from odkd.data.dataset import normalize_crop
