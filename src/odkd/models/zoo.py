@@ -29,6 +29,12 @@ SHIPPED: dict[str, dict] = {
                    "their datasets' terms (LSP and Penn-Fudan: research use); see "
                    "odkd/weights/README.md",
     },
+    "odkd-lightning-int8": {
+        "file": "odkd-lightning-int8.onnx",
+        "description": "odkd-lightning exported by `odkd export --int8` (ONNX Runtime, int8 "
+                       "weights and activations): the fast CPU path, run by onnxruntime",
+        "license": "as odkd-lightning; see odkd/weights/README.md",
+    },
 }
 
 
