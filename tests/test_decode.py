@@ -142,3 +142,17 @@ def test_hrnet_protocol_border_and_nonpositive_rules():
     np.testing.assert_allclose(hrnet[0, 2], [0.0, 0.0], atol=1e-4)     # hrnet: crop corner
     with pytest.raises(ValueError, match="quarter"):
         decode_heatmaps(hm, [[5, 4]], [[10, 8]], method="dark", protocol="hrnet")
+
+
+def test_dark_gives_each_map_the_same_answer_in_any_batch():
+    """DARK takes the log only at the 3x3 patch each Newton step reads: a batch of people
+    decodes each exactly as decoding it alone does."""
+    rng = np.random.default_rng(0)
+    hm = (rng.random((9, 17, 16, 12)) ** 4).astype(np.float32)
+    hm[3, 5] = 0   # an empty map keeps its argmax, unrefined
+    centers, scales = np.full((9, 2), 50.0), np.full((9, 2), 100.0)
+    batch, conf = decode_heatmaps(hm, centers, scales, method="dark")
+    for i in range(9):
+        one, c1 = decode_heatmaps(hm[i:i + 1], centers[i:i + 1], scales[i:i + 1], method="dark")
+        np.testing.assert_array_equal(batch[i], one[0])
+        np.testing.assert_array_equal(conf[i], c1[0])

@@ -82,7 +82,7 @@ def _dark_offset(hm: np.ndarray, coords: np.ndarray, kernel: int) -> np.ndarray:
         bmax = float(b.max())
         # Keep the original peak height so the log-space curvature is not rescaled by the blur.
         blurred[i] = b * (peak / bmax) if peak > 0 and bmax > 0 else b
-    logm = np.log(np.clip(blurred, 1e-10, None).astype(np.float64)).reshape(n, k, h, w)
+    blurred = blurred.reshape(n, k, h, w)
 
     x = coords[..., 0].astype(np.int64)
     y = coords[..., 1].astype(np.int64)
@@ -93,7 +93,8 @@ def _dark_offset(hm: np.ndarray, coords: np.ndarray, kernel: int) -> np.ndarray:
     yu, yd = np.clip(ys - 1, 0, h - 1), np.clip(ys + 1, 0, h - 1)
 
     def at(yy, xx):
-        return logm[ni, ki, yy, xx]
+        # the log only where the Newton step reads it (a 3x3 patch per joint), not everywhere
+        return np.log(np.clip(blurred[ni, ki, yy, xx], 1e-10, None).astype(np.float64))
 
     c = at(ys, xs)
     dx = 0.5 * (at(ys, xr) - at(ys, xl))
