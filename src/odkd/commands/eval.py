@@ -154,7 +154,6 @@ def _onnx_teacher(args):
     """An ``odkd export`` ONNX file (fp32 or int8) behind the checkpoint teacher's crop and
     decoding, so exports are scored by the same per-person protocol as their checkpoints."""
     from odkd.deploy.loader import load_pose
-    from odkd.teachers.base import Teacher
     from odkd.teachers.checkpoint import CheckpointCodec, CheckpointTeacher
 
     loaded = load_pose(args.checkpoint, backend="onnxruntime", threads=args.threads or 1)
@@ -162,8 +161,7 @@ def _onnx_teacher(args):
         loaded.cfg.eval.flip_test = False
     codec = CheckpointCodec.from_model(args.checkpoint, loaded.model, loaded.cfg,
                                        loaded.device)
-    teacher: Teacher = CheckpointTeacher(os.path.basename(args.checkpoint), codec)
-    return teacher
+    return CheckpointTeacher(os.path.basename(args.checkpoint), codec)
 
 
 def run_pck(args, teacher_name: str | None, overrides: list[str]) -> int:
