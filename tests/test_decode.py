@@ -146,7 +146,9 @@ def test_hrnet_protocol_border_and_nonpositive_rules():
 
 def test_dark_gives_each_map_the_same_answer_in_any_batch():
     """DARK takes the log only at the 3x3 patch each Newton step reads: a batch of people
-    decodes each exactly as decoding it alone does."""
+    decodes each as decoding it alone does. (NumPy's vectorised log may differ by an ulp
+    between the body and the tail of an array on some CPUs, hence a tolerance far below the
+    pixel shifts a mixed-up map would give.)"""
     rng = np.random.default_rng(0)
     hm = (rng.random((9, 17, 16, 12)) ** 4).astype(np.float32)
     hm[3, 5] = 0   # an empty map keeps its argmax, unrefined
@@ -154,5 +156,5 @@ def test_dark_gives_each_map_the_same_answer_in_any_batch():
     batch, conf = decode_heatmaps(hm, centers, scales, method="dark")
     for i in range(9):
         one, c1 = decode_heatmaps(hm[i:i + 1], centers[i:i + 1], scales[i:i + 1], method="dark")
-        np.testing.assert_array_equal(batch[i], one[0])
+        np.testing.assert_allclose(batch[i], one[0], rtol=0, atol=1e-3)
         np.testing.assert_array_equal(conf[i], c1[0])

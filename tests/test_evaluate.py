@@ -5,6 +5,7 @@ import copy
 import io
 import json
 import math
+import os
 
 import cv2
 import numpy as np
@@ -429,20 +430,32 @@ def test_no_flip_reaches_a_checkpoint_teacher_and_refuses_others(tmp_path, small
     assert "--no-flip" in capsys.readouterr().err
 
 
-def test_metric_pck_scores_an_onnx_export_like_its_checkpoint(tmp_path, small_ckpt):
+def test_metric_pck_scores_an_onnx_export_like_its_checkpoint(tmp_path, real_mini):
     """An `odkd export` file goes through the same crop and decoding as its checkpoint, so
-    fp32 ONNX and PyTorch give the same keypoints (to float tolerance) and the same PCK."""
+    fp32 ONNX and PyTorch give the same keypoints (to float tolerance) and the same PCK.
+
+    The shipped model on real people: its heatmaps have clear peaks (the top two pixels of
+    every map differ by 1.2e-4 or more, against ~1e-6 between the runtimes), so no argmax can
+    flip between them on any CPU, as it could on a random-weight model's flat maps."""
     pytest.importorskip("onnxruntime")
     from odkd.cli import main
+    from odkd.models import zoo
 
-    ann = _lsp_like(tmp_path, 3)
+    ckpt = os.path.join(zoo.WEIGHTS_DIR, zoo.SHIPPED["odkd-lightning"]["file"])
+    if not os.path.isfile(ckpt):
+        pytest.skip("src/odkd/weights/odkd-lightning.pt is not in this tree")
+    ann = str(real_mini / "coco" / "test_coco.json")
     onnx_path = str(tmp_path / "m.onnx")
-    assert main(["export", small_ckpt, "--out", onnx_path]) == 0
-    res = {}
-    for name, ck in (("pt", small_ckpt), ("onnx", onnx_path)):
+    assert main(["export", ckpt, "--out", onnx_path]) == 0
+    res, pck = {}, {}
+    for name, ck in (("pt", ckpt), ("onnx", onnx_path)):
         out = tmp_path / name
-        assert main(["eval", "--checkpoint", ck, "--ann", ann, "--images", str(tmp_path),
-                     "--metric", "pck", "--no-flip", "--out", str(out)]) == 0
+        assert main(["eval", "--checkpoint", ck, "--ann", ann, "--images",
+                     str(real_mini / "coco"), "--metric", "pck", "--no-flip", "--threads", "1",
+                     "--out", str(out)]) == 0
         res[name] = json.loads((out / "results.json").read_text())
+        pck[name] = json.loads((out / "metrics.json").read_text())["PCK@0.2"]
+    assert len(res["pt"]) == len(res["onnx"]) > 0
     for a, b in zip(res["pt"], res["onnx"]):
         np.testing.assert_allclose(a["keypoints"], b["keypoints"], atol=1e-2)
+    assert pck["pt"] == pck["onnx"]
