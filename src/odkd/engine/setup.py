@@ -112,11 +112,13 @@ def _recalibrate_folded_bn(model, loader, device, dev_aug, main: bool) -> None:
 
 
 def resolve_init(init: str) -> str:
-    """``model.init``: a file, or the name of stored weights (``movenet-lightning-tfjs``,
-    set up by ``odkd teachers fetch``) looked up in the teacher cache."""
+    """``model.init``: a file, or the name of stored weights (``movenet-lightning-tfjs``, or
+    ``ssd-mobilenet-v2`` for its MobileNetV2 trunk; set up by ``odkd teachers fetch``) looked
+    up in the teacher cache."""
     from odkd.teachers import store
 
-    if init in store.MODELS and store.MODELS[init].kind == "weights":
+    if init in store.MODELS and (store.MODELS[init].kind == "weights"
+                                 or init in store.INIT_MODELS):
         return store.model_path(init)
     return os.path.expanduser(init)
 
@@ -185,7 +187,7 @@ def setup_run(cfg: Config, resume: bool, objective, teachers: dict | None,
         # a fresh mask head may sit on top of a keypoint-only checkpoint (e.g. official W48)
         fmt = load_weights(model, resolve_init(cfg.model.init),
                            init_missing=("mask_layer.",) if cfg.model.with_mask else ())
-        if fmt == "tfjs":
+        if fmt in ("tfjs", "ssd_backbone"):   # BatchNorms folded into the convs
             _recalibrate_folded_bn(model, loader, device, dev_aug, main)
         if main:
             print(f"[odkd] initialised from {cfg.model.init} ({fmt})")

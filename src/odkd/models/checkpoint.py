@@ -38,7 +38,11 @@ FORMAT_DESCRIPTIONS = {
     "mmpose": "mmpose checkpoint",
     "module_prefixed": "'module.'-prefixed (DataParallel/DDP) state_dict",
     "tfjs": "MoveNet TF.js graph model",
+    "ssd_backbone": "SSD-MobileNet-v2 graph (its MobileNetV2 trunk)",
 }
+# Formats that start only part of a model: the keys under these prefixes must match; every
+# other key keeps the model's fresh initialisation, by declaration rather than strict=False.
+PARTIAL_FORMATS = {"ssd_backbone": ("backbone.",)}
 
 _MAX_LISTED = 10   # keys listed per category in a mismatch message
 
@@ -139,6 +143,11 @@ def read_checkpoint(path: PathLike) -> Any:
         # by `odkd convert` like any checkpoint
         from odkd.models.movenet import load_movenet_tfjs
         return {"format": "tfjs", "state_dict": load_movenet_tfjs(p)}
+    from odkd.models.ssd_backbone import is_ssd_mobilenet_graph
+    if is_ssd_mobilenet_graph(p):
+        # the COCO-trained trunk of the stored SSD person detector: a student's start
+        from odkd.models.ssd_backbone import ssd_backbone_state_dict
+        return {"format": "ssd_backbone", "state_dict": ssd_backbone_state_dict(p)}
     try:
         return _torch_load(p)
     except Exception as e:  # corrupt zip, truncated pickle, disallowed globals, ...
@@ -158,10 +167,11 @@ def _all_prefixed(keys, prefix: str) -> bool:
 
 
 def detect_format(obj: Any, source: str = "checkpoint") -> str:
-    """One of 'odkd', 'official', 'official_training', 'mmpose', 'module_prefixed', 'tfjs'."""
+    """One of 'odkd', 'official', 'official_training', 'mmpose', 'module_prefixed', 'tfjs',
+    'ssd_backbone'."""
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source}: expected a dict, found {type(obj).__name__}")
-    if obj.get("format") in ("odkd", "tfjs"):
+    if obj.get("format") in ("odkd", "tfjs", "ssd_backbone"):
         return obj["format"]
     if _is_state_dict(obj):
         return "module_prefixed" if _all_prefixed(obj, "module.") else "official"
@@ -219,7 +229,7 @@ def extract_state_dict(obj: Any, source: str = "checkpoint"
             raise CheckpointError(f"{source}: unsupported odkd checkpoint version {version!r} "
                                   f"(this odkd reads version <= {FORMAT_VERSION})")
         return dict(_checked(obj.get("state_dict"), source, "state_dict")), fmt
-    if fmt == "tfjs":
+    if fmt in ("tfjs", "ssd_backbone"):
         return dict(_checked(obj.get("state_dict"), source, "state_dict")), fmt
     if fmt == "official":
         return dict(obj), fmt
@@ -247,6 +257,10 @@ def _load_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], source: str,
     expected = target.state_dict()
     sd = dict(sd)
     filled: list[str] = []
+    if fmt in PARTIAL_FORMATS:
+        covered = PARTIAL_FORMATS[fmt]
+        init_missing = tuple(init_missing) + tuple(
+            {k.split(".")[0] + "." for k in expected if not k.startswith(covered)})
     for k, v in expected.items():
         if k in sd:
             continue

@@ -128,6 +128,9 @@ MODELS: dict[str, StoredModel] = {m.name: m for m in [
                 kind="detector", convert="ssd", tolerance=1e-3),
 ]}
 
+# stored models of another kind whose weights can also start a student (`model.init`)
+INIT_MODELS = ("ssd-mobilenet-v2",)
+
 MANIFEST = "manifest.json"
 
 
