@@ -221,3 +221,33 @@ def test_a_folder_with_own_heatmaps_serves_a_run_without_them(setup, tmp_path):
     # its target is the Gaussian at the teacher's keypoints, as in a folder made without them
     fresh = teacher_view_set(_cfg(setup, tmp_path / "e"), progress=False, log=lambda s: None)
     np.testing.assert_array_equal(plain[1]["st_heatmap"].numpy(), fresh[1]["st_heatmap"].numpy())
+
+
+def test_labelled_people_mix_in_through_their_ground_truth_only(setup, tmp_path):
+    from odkd.config import ConfigError
+    from odkd.distill.views import MixedViewDataset
+
+    root, _, _ = setup
+    labelled = root / "annotations" / "person_keypoints_train.json"
+    mix = [f"distill.mix_ann={labelled}", f"distill.mix_images={root}/train"]
+    folder = tmp_path / "c"
+    views = teacher_view_set(_cfg(setup, folder), progress=False, log=lambda s: None)
+    ds = teacher_view_set(_cfg(setup, folder, *mix), progress=False, log=lambda s: None)
+    assert isinstance(ds, MixedViewDataset) and len(ds.records) == len(views.records)
+    n_people = len(json.loads(labelled.read_text())["annotations"])
+    # the training filter keeps people with labelled joints
+    assert 0 < len(ds.labelled) <= n_people and len(ds) == len(views) + len(ds.labelled)
+    assert "labelled people" in ds.summary
+    real, synth = ds[0], ds[len(views)]
+    assert real.keys() == synth.keys()   # one batch can hold both
+    assert float(real["target_weight"].sum()) == 0 and float(real["st_mask_weight"]) == 1
+    assert float(synth["target_weight"].sum()) > 0 and float(synth["heatmap"].max()) > 0.9
+    for k in ("pt_weight", "st_weight", "st_mask_weight"):
+        assert float(synth[k].sum()) == 0   # no teacher saw this crop
+    ds.set_epoch(1)
+    with pytest.raises(ConfigError, match="distill.gt_weight"):
+        teacher_view_set(_cfg(setup, folder, *mix, "distill.gt_weight=0"), progress=False,
+                         log=lambda s: None)
+    with pytest.raises(ConfigError, match="distill.mix_ann"):
+        teacher_view_set(_cfg(setup, folder, f"distill.mix_ann={tmp_path}/none.json"),
+                         progress=False, log=lambda s: None)

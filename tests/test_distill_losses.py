@@ -104,6 +104,14 @@ def test_mask_kl_is_binary_kl():
     want = (pt * torch.log(pt / ps) + (1 - pt) * torch.log((1 - pt) / (1 - ps))).mean()
     assert mask_kl(zs, zt).item() == pytest.approx(want.item(), rel=1e-4)
     assert abs(mask_kl(zt, zt).item()) < 1e-6
+    # per-crop weights: ones change nothing, a zero drops that crop from the sum only
+    n = zs.shape[0]
+    assert mask_kl(zs, zt, torch.ones(n)).item() == pytest.approx(mask_kl(zs, zt).item(),
+                                                                  rel=1e-5)
+    w = torch.zeros(n)
+    w[0] = 1
+    assert mask_kl(zs, zt, w).item() == pytest.approx(mask_kl(zs[:1], zt[:1]).item() / n,
+                                                      rel=1e-5)
 
 
 def test_unlabelled_joints_ignore_the_teacher():

@@ -157,6 +157,11 @@ class DistillConfig:
     conf_rule: str = "hard"
     conf_thr: float = 0.3
     people: int = 0                     # train on this many of the cached people (0 = all)
+    # Labelled people (a COCO keypoints json, e.g. SynthPose) mixed into the real teacher
+    # views: they teach through their ground truth only (distill.gt_weight), the views through
+    # the teachers. Measured on the real recipe: docs/results.md.
+    mix_ann: str = ""
+    mix_images: str = ""
 
 
 @dataclass

@@ -102,18 +102,23 @@ def teachers_in_use(cfg: DistillConfig) -> set[str]:
     return _active_teachers(cfg, 1.0 if "pt" in used else 0.0, 1.0 if "st" in used else 0.0)
 
 
-def mask_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+def mask_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+            weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean per-pixel binary KL(p_t || p_s) from logits; 0 iff the probabilities match.
 
     Computed as ``BCE(z_s, p_t) - BCE(z_t, p_t)`` (the second term is the entropy H(p_t)), both
-    with the numerically stable ``binary_cross_entropy_with_logits``.
+    with the numerically stable ``binary_cross_entropy_with_logits``. ``weight`` (N,): per-crop
+    weights (0 for a crop the teacher did not see, e.g. a labelled person mixed into real
+    views); the mean stays over all crops, as the keypoint terms' does.
     """
     z_s = student_logits.float()
     z_t = teacher_logits.detach().float()
     p_t = torch.sigmoid(z_t)
     kl = (F.binary_cross_entropy_with_logits(z_s, p_t, reduction="none")
           - F.binary_cross_entropy_with_logits(z_t, p_t, reduction="none"))
-    return kl.mean()
+    if weight is None:
+        return kl.mean()
+    return (kl.flatten(1).mean(1) * weight.reshape(-1).float()).mean()
 
 
 def _check_shape(what: str, got: torch.Tensor, want: torch.Tensor) -> None:
@@ -241,7 +246,7 @@ class DistillLoss:
                 st_mask = st.get("mask")
                 if c.seg_weight > 0 and s_mask is not None and st_mask is not None:
                     _check_shape("senior teacher mask", st_mask, s_mask)
-                    terms["st_seg"] = mask_kl(s_mask, st_mask)
+                    terms["st_seg"] = mask_kl(s_mask, st_mask, st.get("mask_weight"))
                     loss = loss + c.seg_weight * w_st * terms["st_seg"]
                 elif c.seg_weight > 0 and not self._warned_no_mask:
                     # Allowed (e.g. a student without mask head), but easy to do by mistake.

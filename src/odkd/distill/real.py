@@ -25,7 +25,8 @@ def real_teachers_in_use(cfg: DistillConfig) -> bool:
 
 def teacher_view_set(cfg: Config, progress: bool = True, build: bool = True, log=print):
     """The :class:`~odkd.distill.views.TeacherViewDataset` of ``cfg`` (building the missing
-    cache shards first when ``build``)."""
+    cache shards first when ``build``), followed by the labelled people of
+    ``distill.mix_ann`` when it is set."""
     from odkd.codec import HeatmapCodec
     from odkd.data.coco import load_coco
     from odkd.data.dataset import read_image
@@ -76,9 +77,32 @@ def teacher_view_set(cfg: Config, progress: bool = True, build: bool = True, log
         views = {k: v[sel] for k, v in views.items()}
     codec = HeatmapCodec.from_config(cfg)
     n_people = len(np.unique(views["person"]))
-    return TeacherViewDataset(
+    view_set = TeacherViewDataset(
         records, views, codec, coco.flip_pairs, seed=cfg.train.seed,
         color_jitter_amp=d.color_jitter, occlusion=d.occlusion, conf_rule=dc.conf_rule,
         conf_thr=dc.conf_thr, cache_images=True,
         summary=f"{len(views['person'])} teacher views ({dc.views} per person) of "
                 f"{n_people} people of {coco.summary()} (cache {folder})")
+    return _mixed(cfg, view_set) if dc.mix_ann else view_set
+
+
+def _mixed(cfg: Config, view_set):
+    """``view_set`` followed by the labelled people of ``distill.mix_ann``
+    (:class:`~odkd.distill.views.MixedViewDataset`)."""
+    import dataclasses
+
+    from odkd.data.dataset import build_datasets
+    from odkd.distill.views import MixedViewDataset
+
+    dc = cfg.distill
+    if not os.path.exists(dc.mix_ann):
+        raise ConfigError(f"distill.mix_ann: {dc.mix_ann} does not exist")
+    if dc.gt_weight <= 0:
+        raise ConfigError(f"distill.mix_ann: its people teach through their ground truth, but "
+                          f"distill.gt_weight is {dc.gt_weight}; set distill.gt_weight > 0")
+    mix_cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data, train_ann=dc.mix_ann, train_images=dc.mix_images, val_ann=""))
+    labelled, _, sets = build_datasets(mix_cfg, val=False)
+    if labelled is None or len(labelled) == 0:
+        raise DataError(f"{dc.mix_ann}: no labelled people to mix in (field annotations)")
+    return MixedViewDataset(view_set, labelled)

@@ -144,6 +144,45 @@ class TeacherViewDataset(Dataset):
         for k in self.masks:
             m = v[f"{k}_mask"][index].astype(np.float32) / 255.0
             sample[f"{k}_mask"] = torch.from_numpy(m)[None]
+            sample[f"{k}_mask_weight"] = torch.tensor(1.0)
+        return sample
+
+
+class MixedViewDataset(Dataset):
+    """The teacher ``views`` followed by ``labelled`` people (a
+    :class:`~odkd.data.dataset.TopDownDataset`, e.g. SynthPose): a labelled sample carries its
+    ground truth and every teacher target at weight 0, so it teaches through the GT term only
+    and a real view through the teachers only."""
+
+    KEYS = ("image", "heatmap", "target_weight", "mask", "mask_weight")
+
+    def __init__(self, views: TeacherViewDataset, labelled: Dataset, summary: str = ""):
+        self.views, self.labelled = views, labelled
+        self.records = views.records   # the real people (the labelled ones are extra)
+        self.n_views = len(views)
+        if self.n_views == 0:
+            raise ConfigError("distill.mix_ann: there are no teacher views to mix it into")
+        # zero teacher targets shaped as a view's; weights 0 make their values irrelevant
+        self._zero = {k: torch.zeros_like(v) for k, v in views[0].items()
+                      if k.startswith(("pt_", "st_"))}
+        n = len(labelled)
+        self.summary = summary or (f"{views.summary} + {n} labelled people "
+                                   f"({n / (n + self.n_views):.0%} of the samples)")
+
+    def __len__(self) -> int:
+        return self.n_views + len(self.labelled)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.views.set_epoch(epoch)
+        self.labelled.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict:
+        if index < self.n_views:
+            return self.views[index]
+        s = self.labelled[index - self.n_views]
+        sample = {k: s[k] for k in self.KEYS}
+        sample["index"] = torch.tensor(index, dtype=torch.int64)
+        sample.update(self._zero)
         return sample
 
 
@@ -162,5 +201,7 @@ def teacher_outputs_from_batch(gt: dict) -> dict:
         if f"{k}_mask" in gt:
             p = gt[f"{k}_mask"].clamp(1e-4, 1 - 1e-4)
             o["mask"] = torch.log(p) - torch.log1p(-p)
+            if f"{k}_mask_weight" in gt:   # 0 for crops the teacher did not see
+                o["mask_weight"] = gt[f"{k}_mask_weight"]
         out[k] = o
     return out

@@ -89,7 +89,8 @@ def maybe_compile(module, cfg: Config):
 
 GT_KEYS = ("heatmap", "target_weight", "mask", "mask_weight")
 # cached real-teacher targets (odkd.distill.views), present only in such batches
-TEACHER_KEYS = tuple(f"{t}_{k}" for t in ("pt", "st") for k in ("heatmap", "weight", "mask"))
+TEACHER_KEYS = tuple(f"{t}_{k}" for t in ("pt", "st")
+                     for k in ("heatmap", "weight", "mask", "mask_weight"))
 
 
 def prepare_batch(batch: dict, device: torch.device, dev_aug=None, channels_last: bool = False
