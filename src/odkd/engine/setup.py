@@ -20,7 +20,7 @@ from odkd.engine.checkpointing import check_resume_config, csv_truncate
 from odkd.engine.loader import build_train_loader
 from odkd.engine.step import SupervisedObjective, build_optimizer, maybe_compile, use_channels_last
 from odkd.models import build_model
-from odkd.models.checkpoint import load_weights, read_checkpoint
+from odkd.models.checkpoint import FOLDED_BN_FORMATS, load_weights, read_checkpoint
 from odkd.utils import seed_everything
 
 
@@ -187,7 +187,7 @@ def setup_run(cfg: Config, resume: bool, objective, teachers: dict | None,
         # a fresh mask head may sit on top of a keypoint-only checkpoint (e.g. official W48)
         fmt = load_weights(model, resolve_init(cfg.model.init),
                            init_missing=("mask_layer.",) if cfg.model.with_mask else ())
-        if fmt in ("tfjs", "ssd_backbone"):   # BatchNorms folded into the convs
+        if fmt in FOLDED_BN_FORMATS:   # BatchNorms folded into the convs
             _recalibrate_folded_bn(model, loader, device, dev_aug, main)
         if main:
             print(f"[odkd] initialised from {cfg.model.init} ({fmt})")

@@ -17,6 +17,7 @@ MODEL_BUILDERS: dict[str, tuple[str, str]] = {
     "litehrnet_18": ("odkd.models.litehrnet", "litehrnet_18"),
     "movenet_lightning": ("odkd.models.movenet", "movenet_lightning"),
     "movenet_thunder": ("odkd.models.movenet", "movenet_thunder"),
+    "effnet_lite3_fpn": ("odkd.models.efficientnet_lite", "effnet_lite3_fpn"),
 }
 
 

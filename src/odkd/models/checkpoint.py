@@ -39,10 +39,13 @@ FORMAT_DESCRIPTIONS = {
     "module_prefixed": "'module.'-prefixed (DataParallel/DDP) state_dict",
     "tfjs": "MoveNet TF.js graph model",
     "ssd_backbone": "SSD-MobileNet-v2 graph (its MobileNetV2 trunk)",
+    "effnet_lite_tflite": "EfficientNet-Lite3 int8 TFLite classifier (its trunk)",
 }
 # Formats that start only part of a model: the keys under these prefixes must match; every
 # other key keeps the model's fresh initialisation, by declaration rather than strict=False.
-PARTIAL_FORMATS = {"ssd_backbone": ("backbone.",)}
+PARTIAL_FORMATS = {"ssd_backbone": ("backbone.",), "effnet_lite_tflite": ("backbone.",)}
+# formats whose BatchNorms are folded into the convs (identity BNs): training recalibrates them
+FOLDED_BN_FORMATS = ("tfjs", "ssd_backbone", "effnet_lite_tflite")
 
 _MAX_LISTED = 10   # keys listed per category in a mismatch message
 
@@ -143,6 +146,10 @@ def read_checkpoint(path: PathLike) -> Any:
         # by `odkd convert` like any checkpoint
         from odkd.models.movenet import load_movenet_tfjs
         return {"format": "tfjs", "state_dict": load_movenet_tfjs(p)}
+    from odkd.models.efficientnet_lite import is_efficientnet_lite_tflite
+    if is_efficientnet_lite_tflite(p):
+        from odkd.models.efficientnet_lite import load_efficientnet_lite_tflite
+        return {"format": "effnet_lite_tflite", "state_dict": load_efficientnet_lite_tflite(p)}
     from odkd.models.ssd_backbone import is_ssd_mobilenet_graph
     if is_ssd_mobilenet_graph(p):
         # the COCO-trained trunk of the stored SSD person detector: a student's start
@@ -168,10 +175,10 @@ def _all_prefixed(keys, prefix: str) -> bool:
 
 def detect_format(obj: Any, source: str = "checkpoint") -> str:
     """One of 'odkd', 'official', 'official_training', 'mmpose', 'module_prefixed', 'tfjs',
-    'ssd_backbone'."""
+    'ssd_backbone', 'effnet_lite_tflite'."""
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source}: expected a dict, found {type(obj).__name__}")
-    if obj.get("format") in ("odkd", "tfjs", "ssd_backbone"):
+    if obj.get("format") in ("odkd", *FOLDED_BN_FORMATS):
         return obj["format"]
     if _is_state_dict(obj):
         return "module_prefixed" if _all_prefixed(obj, "module.") else "official"
@@ -229,7 +236,7 @@ def extract_state_dict(obj: Any, source: str = "checkpoint"
             raise CheckpointError(f"{source}: unsupported odkd checkpoint version {version!r} "
                                   f"(this odkd reads version <= {FORMAT_VERSION})")
         return dict(_checked(obj.get("state_dict"), source, "state_dict")), fmt
-    if fmt in ("tfjs", "ssd_backbone"):
+    if fmt in FOLDED_BN_FORMATS:
         return dict(_checked(obj.get("state_dict"), source, "state_dict")), fmt
     if fmt == "official":
         return dict(obj), fmt

