@@ -118,6 +118,61 @@ def test_label_free_people_calibrate_too(tmp_path):
                                   calibration_crops(spec, ann, images, 4))
 
 
+def test_fp32_nodes_stay_float_and_bad_patterns_are_one_line(tmp_path):
+    import onnx
+
+    from odkd.deploy.quantize import fp32_node_names
+    from odkd.errors import OdkdError
+
+    cfg = Config()
+    cfg.data.input_size = [32, 32]
+    model = TinyPose().eval()
+    fp32 = str(tmp_path / "m.onnx")
+    export_onnx(model, spec_for_model(model, cfg), fp32)
+    optimize_fp32(fp32, fp32)
+    graph = onnx.load(fp32).graph
+    last = [n.name for n in graph.node if n.op_type == "Conv"][-1]
+    assert fp32_node_names(graph, [last + "$"]) == [last]
+    with pytest.raises(OdkdError, match="matches no node"):
+        fp32_node_names(graph, ["/nowhere/"])
+    with pytest.raises(OdkdError, match="not a regular expression"):
+        fp32_node_names(graph, ["("])
+    calib = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    out8 = str(tmp_path / "m.int8.onnx")
+    record = quantize_onnx(fp32, out8, calib, fp32_nodes=[last + "$"])
+    assert record["fp32_node_count"] == 1 and quantization_info(out8)["fp32_nodes"] == [last + "$"]
+    q = onnx.load(out8).graph
+    produced = {o: n for n in q.node for o in n.output}
+    convs = [n for n in q.node if n.op_type == "Conv"]
+    kept = next(n for n in convs if n.name == last)
+
+    def quantized_weight(conv):
+        src = produced.get(conv.input[1])
+        return src is not None and src.op_type == "DequantizeLinear"
+
+    # the kept conv reads its float weights; the others read dequantized int8 ones
+    assert not quantized_weight(kept)
+    assert all(quantized_weight(n) for n in convs if n is not kept)
+
+
+def test_movenet_declares_layers_that_exist_in_its_export(tmp_path):
+    import onnx
+
+    from odkd.deploy.quantize import fp32_node_names
+
+    model = build_model("movenet_lightning").eval()
+    spec = spec_for_model(model, input_size=(96, 96))
+    path = str(tmp_path / "m.onnx")
+    export_onnx(model, spec, path)
+    optimize_fp32(path, path)
+    graph = onnx.load(path).graph
+    # each pattern selects at least one node (else fp32_node_names refuses it)
+    names = fp32_node_names(graph, model.default_cfg["int8_fp32"])
+    assert "/model/final_layer/Conv" in names and "/model/backbone/last/conv/Conv" in names
+    # the trunk before the last conv stays int8
+    assert not [n for n in names if n.startswith("/model/backbone/blocks")]
+
+
 def test_export_int8_cli_writes_both_files_that_load_everywhere(tmp_path):
     from odkd.deploy.loader import load_pose
 

@@ -185,7 +185,7 @@ def test_the_shipped_int8_export_agrees_with_the_checkpoint(real_mini):
     h, w = cv2.imread(img).shape[:2]
     # image pixels per heatmap cell of the whole-image crop
     cell = max(h, w) * q.cfg.data.padding * q.spec.heatmap_stride / q.spec.input_size[0]
-    # int8 moves a few joints by most of a cell; the median stays within one (2.9 px of 16.7
+    # int8 moves a few joints by most of a cell; the median stays within one (2.3 px of 16.7
     # measured on an AVX-512 VNNI Xeon; CPUs without VNNI may saturate onnxruntime's u8s8
     # products, so only a cell is asked: another model's keypoints would be tens of cells off)
     assert np.median(err) < cell, (err, cell)

@@ -46,6 +46,10 @@ def register(sub) -> None:
     q.add_argument("--int8-ops", default="all", choices=["all", "conv"],
                    help="all (default): every operator type onnxruntime quantizes but "
                         "ConvTranspose (no int8 kernel); conv: Conv, MatMul, Gemm only")
+    q.add_argument("--int8-fp32", nargs="*", default=None, metavar="REGEX",
+                   help="ONNX node names (regular expressions) to keep in fp32; default: the "
+                        "layers the architecture declares (MoveNet: its last conv and heatmap "
+                        "head); the flag alone: every layer int8")
     p.set_defaults(func=run)
 
 
@@ -59,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     calib_flags = [f for f, v in (("--calib-ann", args.calib_ann),
                                   ("--calib-images", args.calib_images),
                                   ("--calib-synth", args.calib_synth),
-                                  ("--calib-crops", args.calib_crops)) if v is not None]
+                                  ("--calib-crops", args.calib_crops),
+                                  ("--int8-fp32", args.int8_fp32)) if v is not None]
     if calib_flags and not args.int8:
         raise OdkdError(f"{calib_flags[0]} only applies with --int8")
     if args.calib_synth and (args.calib_ann or args.calib_images):
@@ -122,9 +127,12 @@ def export_int8(args: argparse.Namespace, model, spec, tol: float) -> None:
             source = {"calibration_data": os.path.basename(ann)}
         crops = calibration_crops(spec, ann, images, n)
         out8 = int8_path(args.out)
+        fp32 = args.int8_fp32
+        if fp32 is None:
+            fp32 = (getattr(model, "default_cfg", None) or {}).get("int8_fp32", ())
         quantize_onnx(args.out, out8, crops, method=args.calib_method,
                       ops=args.int8_ops, calibration=source,
-                      log=lambda s: print(f"[odkd] {s}", flush=True))
+                      log=lambda s: print(f"[odkd] {s}", flush=True), fp32_nodes=fp32)
     cmp = compare_outputs(args.out, out8, crops[:64])
     print(f"wrote {out8}: int8 (QDQ, per-channel weights, {len(crops)} calibration crops, "
           f"{args.calib_method}); on 64 of those crops vs fp32: heatmaps max abs diff "

@@ -186,8 +186,10 @@ def _export_worker(jobs: list[tuple[str, tuple[int, int], str, str]], calib: int
         if int8:
             crops = np.random.default_rng(0).standard_normal(
                 (calib, 3, size[1], size[0])).astype(np.float32)
+            # the layers the architecture keeps in fp32, as `odkd export --int8` does
             quantize_onnx(fp32, int8, crops, calibration={
-                "calibration_data": "random normal crops (timing only: weights are random)"})
+                "calibration_data": "random normal crops (timing only: weights are random)"},
+                fp32_nodes=(getattr(model, "default_cfg", None) or {}).get("int8_fp32", ()))
 
 
 def export_students(students: list[tuple[str, list[tuple[int, int]]]], runtimes: Sequence[str],

@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -156,15 +157,37 @@ def optimize_fp32(src: str, dst: str) -> None:
     _write_with_metadata(proto, meta, dst)
 
 
+def fp32_node_names(graph, patterns: Sequence[str]) -> list[str]:
+    """Names of the nodes of ``graph`` that a pattern of ``patterns`` (regular expressions,
+    matched at the start of the name) selects; OdkdError naming a pattern that selects none
+    (a model whose export names its layers otherwise)."""
+    names = [n.name for n in graph.node]
+    picked: list[str] = []
+    for pat in patterns:
+        try:
+            rx = re.compile(pat)
+        except re.error as e:
+            raise OdkdError(f"--int8-fp32: {pat!r} is not a regular expression ({e})") from None
+        hit = [n for n in names if rx.match(n)]
+        if not hit:
+            raise OdkdError(f"--int8-fp32: {pat!r} matches no node of the graph (node names "
+                            f"look like {names[len(names) // 2]!r})")
+        picked += [n for n in hit if n not in picked]
+    return picked
+
+
 def quantize_onnx(fp32_path: str, out_path: str, crops: np.ndarray,
                   method: str = "minmax", ops: str = "all",
                   calibration: dict | None = None,
-                  log: Callable[[str], None] | None = None) -> dict:
+                  log: Callable[[str], None] | None = None,
+                  fp32_nodes: Sequence[str] = ()) -> dict:
     """Quantize ``fp32_path`` (an optimised odkd export) to ``out_path`` with ``crops`` as
     calibration inputs; returns the quantization record stored as ``odkd.quantization``.
 
     ``ops``: which operator types to quantize (:func:`ops_to_quantize`).
-    ``calibration``: a description of where the crops came from, stored with the record."""
+    ``calibration``: a description of where the crops came from, stored with the record.
+    ``fp32_nodes``: regular expressions of node names left in fp32 (a model's declared
+    ``default_cfg["int8_fp32"]``: the layers whose int8 error costs most accuracy)."""
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -176,7 +199,9 @@ def quantize_onnx(fp32_path: str, out_path: str, crops: np.ndarray,
         raise OdkdError(f"calibration needs (N, 3, H, W) crops, got shape {crops.shape}")
     log = log or (lambda s: None)
     meta = _metadata(fp32_path)
-    input_name = onnx.load(fp32_path, load_external_data=False).graph.input[0].name
+    graph = onnx.load(fp32_path, load_external_data=False).graph
+    input_name = graph.input[0].name
+    keep = fp32_node_names(graph, fp32_nodes)
     calib = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
              "entropy": CalibrationMethod.Entropy}[method]
     extra = {
@@ -190,16 +215,20 @@ def quantize_onnx(fp32_path: str, out_path: str, crops: np.ndarray,
               "activations": "uint8, per tensor", "calibration_method": method,
               "calibration_crops": int(len(crops)),
               "operators": ops, **(calibration or {})}
+    if keep:
+        record["fp32_nodes"] = list(fp32_nodes)
+        record["fp32_node_count"] = len(keep)
     op_types = ops_to_quantize(ops)
     log(f"calibrating on {len(crops)} crops ({method}) and quantizing "
-        f"{'every operator type onnxruntime can but ConvTranspose' if ops == 'all' else ', '.join(op_types)}")
+        f"{'every operator type onnxruntime can but ConvTranspose' if ops == 'all' else ', '.join(op_types)}"
+        + (f"; {len(keep)} nodes stay fp32" if keep else ""))
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "int8.onnx")
         quantize_static(fp32_path, out, _CropReader(input_name, crops),
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=calib, op_types_to_quantize=op_types,
-                        extra_options=extra)
+                        nodes_to_exclude=keep, extra_options=extra)
         proto = onnx.load(out)
     meta[META_PREFIX + "quantization"] = json.dumps(record)
     onnx.checker.check_model(proto)
