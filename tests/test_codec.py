@@ -15,7 +15,7 @@ from odkd.data.dataset import TopDownDataset, read_image
 from odkd.data.device_aug import DecodedDataset, DeviceAugment
 from odkd.deploy.infer import TopDownPredictor
 from odkd.deploy.loader import load_pose
-from odkd.deploy.spec import PoseSpec, spec_for_model
+from odkd.spec import PoseSpec, spec_for_model
 from odkd.engine.evaluate import build_eval_records, run_evaluation
 from odkd.geometry import affine_points, get_affine_transform
 from odkd.keypoints import COCO_KEYPOINTS, COCO_UPPER_BODY, flip_pairs_from_names

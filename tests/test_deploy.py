@@ -19,8 +19,8 @@ from odkd.data.coco import load_coco
 from odkd.data.dataset import TopDownDataset, read_image
 from odkd.deploy.infer import InferOptions, TopDownPredictor, run_inference
 from odkd.deploy.onnx_export import export_onnx, verify_onnx
-from odkd.deploy.ort_model import OrtPoseModel
-from odkd.deploy.spec import PoseSpec, default_keypoints, spec_for_model
+from odkd.onnxrt import OrtPoseModel
+from odkd.spec import PoseSpec, default_keypoints, spec_for_model
 from odkd.deploy.visualize import LEFT, RIGHT, draw_pose, paste_mask
 from odkd.engine.evaluate import run_evaluation
 from odkd.errors import CheckpointError

@@ -459,3 +459,12 @@ def test_metric_pck_scores_an_onnx_export_like_its_checkpoint(tmp_path, real_min
     for a, b in zip(res["pt"], res["onnx"]):
         np.testing.assert_allclose(a["keypoints"], b["keypoints"], atol=1e-2)
     assert pck["pt"] == pck["onnx"]
+    # the same file is a teacher anywhere teachers are named (`odkd teachers eval`, distill)
+    from odkd.data.dataset import read_image
+    from odkd.teachers import get_teacher
+
+    img = read_image(str(real_mini / "coco" / "000000000785.jpg"))
+    h, w = img.shape[:2]
+    kps = [get_teacher("checkpoint:" + p, num_threads=1, flip_test=False).predict(
+        img, [(w / 2, h / 2)], [(w, h)])[0]["keypoints"] for p in (ckpt, onnx_path)]
+    np.testing.assert_allclose(kps[0], kps[1], atol=1e-2)

@@ -25,9 +25,12 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: dict[str, int] = {
     # foundations: no odkd imports beyond each other
     "odkd._version": 0, "odkd.errors": 0, "odkd.utils": 0, "odkd.config": 0,
-    "odkd.geometry": 0, "odkd.keypoints": 0, "odkd.onnxrt": 0,
+    "odkd.geometry": 0, "odkd.keypoints": 0,
     # keypoints <-> heatmaps, both directions: shared by data, eval and deploy
     "odkd.codec": 1,
+    # what a deployed model needs besides weights (its codec included), and an ONNX export
+    # run like an odkd model: evaluation and the checkpoint teacher run exports too
+    "odkd.spec": 1, "odkd.onnxrt": 1,
     # datasets: COCO records, crops and targets; the synthetic data generator
     "odkd.data": 2, "odkd.synth": 2,
     "odkd.models": 3,
@@ -150,9 +153,11 @@ def test_the_codec_sits_below_data_eval_and_deploy(graph):
     assert "odkd.codec" in graph["odkd.deploy.infer"]
 
 
-def test_deploy_spec_and_the_onnxruntime_model_do_not_import_each_other(graph):
-    assert "odkd.deploy.spec" in graph["odkd.deploy.ort_model"]
-    assert not graph["odkd.deploy.spec"] & {"odkd.deploy.ort_model", "odkd.deploy.loader"}
+def test_the_spec_and_the_onnxruntime_model_sit_below_deployment(graph):
+    assert "odkd.spec" in graph["odkd.onnxrt"]
+    assert not graph["odkd.spec"] & {"odkd.onnxrt", "odkd.deploy.loader"}
+    # the checkpoint teacher runs `odkd export` files through them
+    assert "odkd.onnxrt" in graph["odkd.teachers.checkpoint"]
 
 
 def _package(tmp_path: Path, files: dict[str, str]) -> Path:

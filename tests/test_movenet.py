@@ -398,8 +398,8 @@ def test_onnx_export_has_no_shape_arithmetic(tmp_path, size):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     from odkd.deploy.onnx_export import export_onnx
-    from odkd.deploy.ort_model import OrtPoseModel
-    from odkd.deploy.spec import spec_for_model
+    from odkd.onnxrt import OrtPoseModel
+    from odkd.spec import spec_for_model
 
     torch.manual_seed(0)
     m = build_model("movenet_lightning").eval()

@@ -15,11 +15,11 @@ from odkd.config import Config
 from odkd.data.coco import load_coco
 from odkd.data.dataset import normalize_crop, read_image, warp_crop
 from odkd.deploy.onnx_export import export_onnx
-from odkd.deploy.ort_model import OrtPoseModel
+from odkd.onnxrt import OrtPoseModel
 from odkd.deploy.quantize import (calibration_crops, compare_outputs, int8_path,
                                   optimize_fp32, quantization_info, quantize_onnx,
                                   synth_calibration_set)
-from odkd.deploy.spec import spec_for_model
+from odkd.spec import spec_for_model
 from odkd.geometry import box_to_center_scale
 from odkd.models import build_model
 from odkd.models.checkpoint import save_checkpoint

@@ -179,7 +179,7 @@ def test_litehrnet_onnx_graph_computes_no_shapes(tmp_path):
     import onnx
 
     from odkd.deploy.onnx_export import export_onnx
-    from odkd.deploy.spec import spec_for_model
+    from odkd.spec import spec_for_model
 
     model = build_model("litehrnet_18").eval()
     path = str(tmp_path / "m.onnx")

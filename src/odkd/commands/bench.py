@@ -99,7 +99,7 @@ def run_infer(args: argparse.Namespace) -> int:
         model, spec = load_torch_model(args.checkpoint, name=args.model,
                                        input_size=args.input_size)
     elif args.model:
-        from odkd.deploy.spec import spec_for_model
+        from odkd.spec import spec_for_model
         from odkd.models import build_model
 
         model = build_model(args.model).eval()

@@ -78,7 +78,7 @@ def run(args) -> int:
                            verbose=True)
         cfg = loaded.cfg
     elif args.checkpoint:
-        from odkd.deploy.spec import checkpoint_config
+        from odkd.models.checkpoint import checkpoint_config
 
         cfg = checkpoint_config(args.checkpoint, args.config, overrides)
     else:
@@ -150,20 +150,6 @@ def _is_onnx(args) -> bool:
     return resolve_backend(resolve_checkpoint(args.checkpoint), args.backend) == "onnxruntime"
 
 
-def _onnx_teacher(args):
-    """An ``odkd export`` ONNX file (fp32 or int8) behind the checkpoint teacher's crop and
-    decoding, so exports are scored by the same per-person protocol as their checkpoints."""
-    from odkd.deploy.loader import load_pose
-    from odkd.teachers.checkpoint import CheckpointCodec, CheckpointTeacher
-
-    loaded = load_pose(args.checkpoint, backend="onnxruntime", threads=args.threads or 1)
-    if args.no_flip:
-        loaded.cfg.eval.flip_test = False
-    codec = CheckpointCodec.from_model(args.checkpoint, loaded.model, loaded.cfg,
-                                       loaded.device)
-    return CheckpointTeacher(os.path.basename(args.checkpoint), codec)
-
-
 def run_pck(args, teacher_name: str | None, overrides: list[str]) -> int:
     """``--metric pck``: the per-person protocol of ``odkd teachers eval`` (odkd.eval.people),
     for a teacher or, through the checkpoint teacher, a checkpoint."""
@@ -188,14 +174,17 @@ def run_pck(args, teacher_name: str | None, overrides: list[str]) -> int:
     if teacher_name:
         name, teacher = teacher_name, _teacher(teacher_name, args)
     elif args.checkpoint:
+        from odkd.models.zoo import resolve_checkpoint
         from odkd.teachers.checkpoint import PREFIX
 
         name = args.checkpoint
-        if _is_onnx(args):
-            teacher = _onnx_teacher(args)
-        else:
-            # beside --checkpoint, --model is a foreign checkpoint's architecture
-            teacher = _teacher(PREFIX + args.checkpoint, args, arch=args.model)
+        onnx = _is_onnx(args)   # also refuses --backend torch for an .onnx file
+        if onnx and not resolve_checkpoint(args.checkpoint).lower().endswith(".onnx"):
+            raise OdkdError(f"{args.checkpoint}: --backend onnxruntime runs an `odkd export` "
+                            ".onnx file; export the checkpoint first")
+        # the checkpoint teacher runs checkpoints and `odkd export` ONNX files alike; beside
+        # --checkpoint, --model is a foreign checkpoint's architecture
+        teacher = _teacher(PREFIX + args.checkpoint, args, arch=args.model)
     else:
         raise OdkdError("give --checkpoint PATH or --model TEACHER")
     scores = score_people(args.ann, args.images, {name: teacher})

@@ -17,8 +17,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from odkd.deploy.spec import PoseSpec
 from odkd.errors import OdkdError
+from odkd.spec import PoseSpec
 
 
 def machine_info() -> dict:

@@ -27,12 +27,12 @@ from tqdm import tqdm
 from odkd.codec import HeatmapCodec, predict_heatmaps
 from odkd.data.coco import clip_box, read_detections, read_json  # eval's checks, clipping
 from odkd.data.dataset import normalize_crop, read_image, warp_crop
-from odkd.deploy.spec import PoseSpec
 from odkd.deploy.visualize import draw_pose, paste_mask, write_image
 from odkd.errors import DataError, OdkdError
 from odkd.eval.coco_eval import rescore_and_nms
 from odkd.geometry import box_to_center_scale
 from odkd.models.fold import scoring_model
+from odkd.spec import PoseSpec
 from odkd.utils import atomic_write_text
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

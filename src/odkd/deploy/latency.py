@@ -152,7 +152,7 @@ def check_student(name: str, size: tuple[int, int]) -> None:
     carries the architectures' own checks (HRNet: multiples of 32)."""
     import torch
 
-    from odkd.deploy.spec import spec_for_model
+    from odkd.spec import spec_for_model
     from odkd.models import build_model
 
     model = build_model(name).eval()
@@ -173,7 +173,7 @@ def _export_worker(jobs: list[tuple[str, tuple[int, int], str, str]], calib: int
 
     from odkd.deploy.onnx_export import export_onnx
     from odkd.deploy.quantize import optimize_fp32, quantize_onnx
-    from odkd.deploy.spec import spec_for_model
+    from odkd.spec import spec_for_model
     from odkd.models import build_model
 
     torch.set_num_threads(1)
@@ -227,7 +227,7 @@ def student_candidates(name: str, size: tuple[int, int], paths: dict, runtimes: 
     from odkd.config import Config
     from odkd.data.dataset import normalize_crop, warp_crop
     from odkd.onnxrt import make_session
-    from odkd.deploy.spec import spec_for_model
+    from odkd.spec import spec_for_model
     from odkd.geometry import box_to_center_scale
     from odkd.models import build_model
     from odkd.models.complexity import complexity

@@ -1,5 +1,5 @@
 """Loading a pose model with its spec: an odkd / official HRNet / mmpose checkpoint for PyTorch,
-or an ``odkd export`` ONNX file for onnxruntime (:class:`~odkd.deploy.ort_model.OrtPoseModel`).
+or an ``odkd export`` ONNX file for onnxruntime (:class:`~odkd.onnxrt.OrtPoseModel`).
 ``odkd.load``, ``odkd infer``, ``odkd eval``, ``odkd export`` and ``odkd bench infer`` all load
 through here; each also takes the name of a model shipped with odkd (``odkd-lightning``).
 """
@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from odkd.config import Config
-from odkd.deploy.spec import PoseSpec, checkpoint_config, spec_for_model
 from odkd.errors import CheckpointError, OdkdError
+from odkd.models.checkpoint import checkpoint_config
+from odkd.spec import PoseSpec, spec_for_model
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -86,7 +87,7 @@ def load_pose(path: str, backend: str | None = None, device: str | None = "auto"
     if threads is not None and threads < 1:
         raise OdkdError(f"threads must be >= 1, got {threads}")
     if resolve_backend(path, backend) == "onnxruntime":
-        from odkd.deploy.ort_model import OrtPoseModel
+        from odkd.onnxrt import OrtPoseModel
 
         model = OrtPoseModel(path, threads=threads, device=device or "cpu")
         if input_size is not None and tuple(input_size) != tuple(model.spec.input_size):

@@ -2,7 +2,7 @@
 
 The graph has one input ``image`` (N, 3, H, W) float32 (ImageNet-normalised RGB, as the
 dataset produces) and outputs ``heatmaps`` (N, K, H/4, W/4) plus ``mask`` (N, 1, H/4, W/4)
-logits when the model has a mask head. The :class:`~odkd.deploy.spec.PoseSpec` is stored as
+logits when the model has a mask head. The :class:`~odkd.spec.PoseSpec` is stored as
 ``odkd.*`` metadata properties.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from odkd.deploy.spec import PoseSpec
 from odkd.errors import OdkdError
+from odkd.spec import PoseSpec
 from odkd.utils import atomic_write_bytes
 
 DEFAULT_OPSET = 17
@@ -97,7 +97,7 @@ def verify_onnx(model: nn.Module, onnx_path: str, batch: int = 2, seed: int = 0,
 
     ``batch`` > 1 also exercises the dynamic batch axis (the graph was traced at batch 1).
     """
-    from odkd.deploy.ort_model import OrtPoseModel
+    from odkd.onnxrt import OrtPoseModel
 
     ort_model = OrtPoseModel(onnx_path, threads=threads)
     w, h = ort_model.spec.input_size

@@ -7,7 +7,7 @@ int8 model in QDQ format (QuantizeLinear / DequantizeLinear pairs around each qu
 operator, which onnxruntime fuses into int8 kernels): weights int8 per output channel,
 activations uint8 with ranges calibrated on crops of the training data. Both keep the
 ``odkd.*`` metadata, so ``odkd eval``, ``odkd infer`` and ``odkd.load`` run either file
-through :class:`~odkd.deploy.ort_model.OrtPoseModel` unchanged.
+through :class:`~odkd.onnxrt.OrtPoseModel` unchanged.
 
 Calibration crops are made by the evaluation path of :class:`~odkd.data.dataset.TopDownDataset`
 (box -> padded crop -> ImageNet normalisation), so the quantizer sees exactly the inputs the
@@ -24,8 +24,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from odkd.deploy.spec import META_PREFIX, PoseSpec
 from odkd.errors import DataError, OdkdError
+from odkd.spec import META_PREFIX, PoseSpec
 from odkd.utils import atomic_write_bytes
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -241,7 +241,7 @@ def compare_outputs(fp32_path: str, int8_path_: str, crops: np.ndarray,
     """How far the int8 model is from the fp32 one on ``crops``: per output, max and mean
     abs difference, the fp32 max abs value, and for heatmaps the share of joints whose
     heatmap maximum lands on the same pixel."""
-    from odkd.deploy.ort_model import OrtPoseModel
+    from odkd.onnxrt import OrtPoseModel
 
     a, b = OrtPoseModel(fp32_path, threads=threads), OrtPoseModel(int8_path_, threads=threads)
     ref, got = a(crops), b(crops)

@@ -402,3 +402,28 @@ def convert(src: PathLike, dst: PathLike, name: str | None = None, num_joints: i
                                     "heatmap_stride": int(default.get("heatmap_stride", 4))}}
     save_checkpoint(dst, model, extra=extra)
     return fmt, model
+
+
+def checkpoint_config(path: PathLike, config: str | None = None,
+                      overrides: list[str] | tuple = ()):
+    """The settings a model from ``path`` runs with: the config stored in an odkd training
+    checkpoint (its distill part dropped: teachers play no part in using a model), or the
+    config file ``config`` instead, then ``overrides``; defaults when neither exists.
+
+    This is the one place a config is rebuilt from a checkpoint (``odkd.load``, ``odkd
+    infer``, ``odkd eval``, ``odkd export``, ``odkd bench infer``)."""
+    from odkd.config import ConfigError, load_config
+
+    base = None
+    if not config:
+        obj = read_checkpoint(path)
+        if isinstance(obj, dict) and obj.get("format") == "odkd" \
+                and isinstance(obj.get("config"), dict):
+            base = {k: v for k, v in obj["config"].items() if k != "distill"}
+        del obj  # the model is built from a second read; do not hold two copies
+    try:
+        return load_config(config, list(overrides), base=base)
+    except ConfigError as e:
+        if base is None:
+            raise
+        raise ConfigError(f"{path}: stored config: {e}") from None

@@ -85,7 +85,8 @@ class CheckpointCodec:
     coordinate stride * u (odkd's geometry: one affine, scaled to the output size)."""
 
     def __init__(self, path: str, model: str | None = None, input_size=None,
-                 flip_test: bool | None = None, device: str = "cpu"):
+                 flip_test: bool | None = None, device: str = "cpu",
+                 threads: int | None = None):
         from odkd.models.checkpoint import build_from_checkpoint
         from odkd.models.zoo import not_found_hint, resolve_checkpoint
         from odkd.utils import pick_device
@@ -93,18 +94,30 @@ class CheckpointCodec:
         path = resolve_checkpoint(path)   # a shipped model's name, as every loader takes
         if not os.path.isfile(path):
             raise CheckpointError(f"{path}: checkpoint file not found {not_found_hint()}")
+        if path.lower().endswith(".onnx"):   # an `odkd export` file (fp32 or int8)
+            self._setup_onnx(path, model, input_size, flip_test, threads)
+            return
         cfg = checkpoint_run_config(path, input_size, flip_test)
         net = build_from_checkpoint(path, name=model or None, with_mask=None, verbose=False)
         dev = pick_device(device)
         self._setup(path, net.eval().to(dev), cfg, dev)
 
-    @classmethod
-    def from_model(cls, name: str, net, cfg, device) -> "CheckpointCodec":
-        """A loaded model (a torch module, or any callable with odkd's model contract such as
-        an ONNX Runtime export) run with ``cfg``'s data and eval settings."""
-        self = cls.__new__(cls)
-        self._setup(name, net, cfg, device)
-        return self
+    def _setup_onnx(self, path: str, model: str | None, input_size, flip_test,
+                    threads: int | None) -> None:
+        import torch
+
+        from odkd.onnxrt import OrtPoseModel
+
+        net = OrtPoseModel(path, threads=threads or 1)
+        if model and model != net.spec.name:
+            raise CheckpointError(f"{path}: holds {net.spec.name}, but {model!r} was requested")
+        if input_size is not None and list(input_size) != list(net.spec.input_size):
+            raise CheckpointError(f"{path}: an ONNX export runs at its fixed input size "
+                                  f"{list(net.spec.input_size)}, not {list(input_size)}")
+        cfg = net.spec.eval_config()
+        if flip_test is not None:
+            cfg.eval.flip_test = bool(flip_test)
+        self._setup(path, net, cfg, torch.device("cpu"))
 
     def _setup(self, name: str, net, cfg, dev) -> None:
         from odkd.codec import HeatmapCodec
@@ -158,10 +171,14 @@ class CheckpointTeacher(Teacher):
 
 
 def checkpoint_teacher(name: str, num_threads: int | None = None, **options) -> Teacher:
-    """``checkpoint:PATH`` (or PATH) -> teacher. ``options``: ``model`` (architecture of a
-    foreign checkpoint, e.g. hrnet_w32), ``input_size`` (W, H), ``flip_test``, ``device``.
-    ``num_threads`` sets torch's intra-op threads (process-wide)."""
+    """``checkpoint:PATH`` (or PATH) -> teacher; PATH may also be an ``odkd export`` ONNX
+    file, run by onnxruntime. ``options``: ``model`` (architecture of a foreign checkpoint,
+    e.g. hrnet_w32), ``input_size`` (W, H), ``flip_test``, ``device``. ``num_threads`` sets
+    torch's intra-op threads (process-wide), or the ONNX model's."""
     path = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    if path.lower().endswith(".onnx"):
+        return CheckpointTeacher(os.path.basename(path),
+                                 CheckpointCodec(path, threads=num_threads, **options))
     if num_threads:
         import torch
 

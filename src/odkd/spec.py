@@ -140,28 +140,3 @@ def spec_for_model(model, cfg: Config | None = None,
                     heatmap_stride=int(cfg.data.heatmap_stride), keypoint_names=names,
                     flip_pairs=[list(p) for p in pairs], skeleton=skeleton, config=config)
 
-
-def checkpoint_config(path: str, config: str | None = None,
-                      overrides: list[str] | tuple = ()) -> Config:
-    """The settings a model from ``path`` runs with: the config stored in an odkd training
-    checkpoint (its distill part dropped: teachers play no part in using a model), or the
-    config file ``config`` instead, then ``overrides``; defaults when neither exists.
-
-    This is the one place a config is rebuilt from a checkpoint (``odkd.load``, ``odkd
-    infer``, ``odkd eval``, ``odkd export``, ``odkd bench infer``)."""
-    from odkd.config import ConfigError
-    from odkd.models.checkpoint import read_checkpoint
-
-    base = None
-    if not config:
-        obj = read_checkpoint(path)
-        if isinstance(obj, dict) and obj.get("format") == "odkd" \
-                and isinstance(obj.get("config"), dict):
-            base = {k: v for k, v in obj["config"].items() if k != "distill"}
-        del obj  # the model is built from a second read; do not hold two copies
-    try:
-        return load_config(config, list(overrides), base=base)
-    except ConfigError as e:
-        if base is None:
-            raise
-        raise ConfigError(f"{path}: stored config: {e}") from None
