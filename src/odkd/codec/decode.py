@@ -69,39 +69,46 @@ def _dark_offset(hm: np.ndarray, coords: np.ndarray, kernel: int) -> np.ndarray:
     the argmax with one Newton step ``-H^-1 grad`` from finite differences.
 
     Central differences with a 1-pixel step are exact for a quadratic, so only a 1-pixel border
-    is needed (the paper's code uses 2-pixel steps for the second derivatives).
+    is needed (the paper's code uses 2-pixel steps for the second derivatives). The Newton step
+    reads the blurred map at the 3x3 patch around each argmax only, so only those nine values
+    are computed: each a ``kernel`` x ``kernel`` Gaussian-weighted sum of the zero-padded map
+    (what ``cv2.GaussianBlur`` with ``BORDER_CONSTANT`` gives there), not a blur of every map.
+    The paper's rescaling of the blurred map to the original peak is left out: a constant
+    factor adds a constant to the log and leaves every difference, hence the step, unchanged.
     """
     if kernel < 1 or kernel % 2 == 0:
         raise ValueError(f"dark_kernel must be a positive odd integer, got {kernel}")
     n, k, h, w = hm.shape
-    maps = hm.reshape(n * k, h, w).astype(np.float32)
-    blurred = np.empty_like(maps)
-    for i, m in enumerate(maps):
-        peak = float(m.max())
-        b = cv2.GaussianBlur(m, (kernel, kernel), 0, borderType=cv2.BORDER_CONSTANT)
-        bmax = float(b.max())
-        # Keep the original peak height so the log-space curvature is not rescaled by the blur.
-        blurred[i] = b * (peak / bmax) if peak > 0 and bmax > 0 else b
-    blurred = blurred.reshape(n, k, h, w)
-
-    x = coords[..., 0].astype(np.int64)
-    y = coords[..., 1].astype(np.int64)
-    ni, ki = np.meshgrid(np.arange(n), np.arange(k), indexing="ij")
-    ok = (x >= 1) & (x <= w - 2) & (y >= 1) & (y <= h - 2)
+    r = kernel // 2
+    g = cv2.getGaussianKernel(kernel, 0).astype(np.float64)[:, 0]   # OpenCV's sigma for ksize
+    # the separable blur at 3 positions as a matrix: column j of ``band`` is g shifted by j
+    band = np.zeros((kernel + 2, 3))
+    for j in range(3):
+        band[j:j + kernel, j] = g
+    x = coords[..., 0].astype(np.int64).reshape(-1)
+    y = coords[..., 1].astype(np.int64).reshape(-1)
+    ok = ((x >= 1) & (x <= w - 2) & (y >= 1) & (y <= h - 2)).reshape(n, k)
     xs, ys = np.clip(x, 1, max(w - 2, 1)), np.clip(y, 1, max(h - 2, 1))
-    xl, xr = np.clip(xs - 1, 0, w - 1), np.clip(xs + 1, 0, w - 1)
-    yu, yd = np.clip(ys - 1, 0, h - 1), np.clip(ys + 1, 0, h - 1)
+    # each map zero-padded by r + 1: the window of every 3x3 patch lies inside
+    p = r + 1
+    pad = np.zeros((n * k, h + 2 * p, w + 2 * p), np.float32)
+    pad[:, p:p + h, p:p + w] = hm.reshape(n * k, h, w)
+    span = np.arange(kernel + 2)
+    rows = (ys[:, None] + span[None, :])[:, :, None]        # patch centre y-1 .. y+1, +-r
+    cols = (xs[:, None] + span[None, :])[:, None, :]
+    win = pad[np.arange(n * k)[:, None, None], rows, cols].astype(np.float64)
+    blurred = band.T @ (win @ band)                         # (n*k, 3, 3): rows y-1..y+1
+    lb = np.log(np.clip(blurred, 1e-10, None)).reshape(n, k, 3, 3)
 
-    def at(yy, xx):
-        # the log only where the Newton step reads it (a 3x3 patch per joint), not everywhere
-        return np.log(np.clip(blurred[ni, ki, yy, xx], 1e-10, None).astype(np.float64))
+    def at(dy, dx):
+        return lb[..., 1 + dy, 1 + dx]
 
-    c = at(ys, xs)
-    dx = 0.5 * (at(ys, xr) - at(ys, xl))
-    dy = 0.5 * (at(yd, xs) - at(yu, xs))
-    dxx = at(ys, xr) - 2 * c + at(ys, xl)
-    dyy = at(yd, xs) - 2 * c + at(yu, xs)
-    dxy = 0.25 * (at(yd, xr) - at(yd, xl) - at(yu, xr) + at(yu, xl))
+    c = at(0, 0)
+    dx = 0.5 * (at(0, 1) - at(0, -1))
+    dy = 0.5 * (at(1, 0) - at(-1, 0))
+    dxx = at(0, 1) - 2 * c + at(0, -1)
+    dyy = at(1, 0) - 2 * c + at(-1, 0)
+    dxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
     det = dxx * dyy - dxy * dxy
     # Newton step only at a proper maximum (negative-definite Hessian).
     ok &= (det > 1e-12) & (dxx < 0)
@@ -115,7 +122,6 @@ def _dark_offset(hm: np.ndarray, coords: np.ndarray, kernel: int) -> np.ndarray:
     out[..., 0] += off_x.astype(np.float32)
     out[..., 1] += off_y.astype(np.float32)
     return out
-
 
 def decode_heatmaps(heatmaps, centers, scales, method: str = "quarter", dark_kernel: int = 11,
                     protocol: str = "odkd", offset=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
