@@ -195,6 +195,27 @@ def test_bench_latency_cli_times_a_student_on_every_runtime(tmp_path, capsys):
     assert (tmp_path / "t.md").read_text().strip() == table.strip()
 
 
+def test_bench_latency_times_declared_fp32_layers_and_every_layer_int8_apart(tmp_path):
+    """movenet_lightning declares fp32 layers: onnxruntime-int8 keeps them (as `odkd export
+    --int8` does), onnxruntime-int8-all quantizes them too; both files are timed."""
+    import onnx
+
+    from odkd.deploy.latency import export_students
+
+    paths = export_students([("movenet_lightning", [(64, 64)])],
+                            ["onnxruntime-int8", "onnxruntime-int8-all"], str(tmp_path))
+    p = paths[("movenet_lightning", (64, 64))]
+
+    def float_convs(path):
+        g = onnx.load(path).graph
+        made = {o: n.op_type for n in g.node for o in n.output}
+        return {n.name for n in g.node if n.op_type == "Conv"
+                and made.get(n.input[1]) != "DequantizeLinear"}
+
+    assert "/model/final_layer/Conv" in float_convs(p["int8"])
+    assert not float_convs(p["int8all"])
+
+
 def test_bench_latency_cli_errors_are_one_line(capsys):
     assert main(["bench", "latency", "--teachers"]) == 2
     assert "nothing to time" in capsys.readouterr().err

@@ -59,8 +59,11 @@ def register(sub) -> None:
                           "fetch` first); give none to time students only")
     lat.add_argument("--runtimes", nargs="+", default=["torch", "onnxruntime",
                                                        "onnxruntime-int8"],
-                     choices=["torch", "onnxruntime", "onnxruntime-int8"],
-                     help="student runtimes")
+                     choices=["torch", "onnxruntime", "onnxruntime-int8",
+                              "onnxruntime-int8-all"],
+                     help="student runtimes (onnxruntime-int8 keeps the layers the "
+                          "architecture declares in fp32, as `odkd export --int8`; "
+                          "onnxruntime-int8-all quantizes every layer)")
     lat.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts")
     lat.add_argument("--iters", type=int, default=50, help="timed rounds")
     lat.add_argument("--warmup", type=int, default=3, help="untimed rounds first")

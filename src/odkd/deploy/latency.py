@@ -37,9 +37,14 @@ from odkd.deploy.latency_report import TEACHER_RUNTIME_NAMES, accuracy_for, read
 from odkd.errors import OdkdError
 
 STAGES = ("pre", "model", "post")
-STUDENT_RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8")
+STUDENT_RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8", "onnxruntime-int8-all")
 RUNTIME_NAMES = {"torch": "PyTorch eager (BN folded, channels_last)",
-                 "onnxruntime": "onnxruntime fp32", "onnxruntime-int8": "onnxruntime int8 (QDQ)"}
+                 "onnxruntime": "onnxruntime fp32",
+                 "onnxruntime-int8": "onnxruntime int8 (QDQ; the layers the architecture "
+                                     "declares stay fp32, as `odkd export --int8` does)",
+                 "onnxruntime-int8-all": "onnxruntime int8 (QDQ), every layer "
+                                         "(`odkd export --int8 --int8-fp32`)"}
+INT8_FILES = {"onnxruntime-int8": "int8", "onnxruntime-int8-all": "int8all"}
 
 
 @dataclass
@@ -165,7 +170,7 @@ def check_student(name: str, size: tuple[int, int]) -> None:
                         f"{out.shape[-1]}x{out.shape[-2]} heatmaps, not {want[1]}x{want[0]}")
 
 
-def _export_worker(jobs: list[tuple[str, tuple[int, int], str, str]], calib: int) -> None:
+def _export_worker(jobs: list[tuple[str, tuple[int, int], str, str, str]], calib: int) -> None:
     """In a fresh process: export each (model, size) to fp32 and int8 ONNX. Here, because
     after torch.onnx.export the exporting process's multi-threaded eager runs were measured up
     to 30x slower (docs/development.md, CPU pitfalls), and PyTorch is timed in the parent."""
@@ -177,19 +182,22 @@ def _export_worker(jobs: list[tuple[str, tuple[int, int], str, str]], calib: int
     from odkd.models import build_model
 
     torch.set_num_threads(1)
-    for name, size, fp32, int8 in jobs:
+    for name, size, fp32, int8, int8all in jobs:
         torch.manual_seed(0)
         model = build_model(name).eval()
         spec = spec_for_model(model, input_size=size)
         export_onnx(model, spec, fp32)
         optimize_fp32(fp32, fp32)
+        crops = np.random.default_rng(0).standard_normal(
+            (calib, 3, size[1], size[0])).astype(np.float32)
+        source = {"calibration_data": "random normal crops (timing only: weights are random)"}
         if int8:
-            crops = np.random.default_rng(0).standard_normal(
-                (calib, 3, size[1], size[0])).astype(np.float32)
             # the layers the architecture keeps in fp32, as `odkd export --int8` does
-            quantize_onnx(fp32, int8, crops, calibration={
-                "calibration_data": "random normal crops (timing only: weights are random)"},
-                fp32_nodes=(getattr(model, "default_cfg", None) or {}).get("int8_fp32", ()))
+            quantize_onnx(fp32, int8, crops, calibration=source,
+                          fp32_nodes=(getattr(model, "default_cfg", None) or {}).get(
+                              "int8_fp32", ()))
+        if int8all:
+            quantize_onnx(fp32, int8all, crops, calibration=source)
 
 
 def export_students(students: list[tuple[str, list[tuple[int, int]]]], runtimes: Sequence[str],
@@ -203,11 +211,12 @@ def export_students(students: list[tuple[str, list[tuple[int, int]]]], runtimes:
     for name, sizes in students:
         for size in sizes:
             stem = os.path.join(out_dir, f"{name}_{size[0]}x{size[1]}")
-            p = {"fp32": stem + ".onnx",
-                 "int8": stem + ".int8.onnx" if "onnxruntime-int8" in runtimes else ""}
+            p = {"fp32": stem + ".onnx"}
+            for rt, key in INT8_FILES.items():
+                p[key] = f"{stem}.{key}.onnx" if rt in runtimes else ""
             paths[(name, size)] = p
             if want_onnx:
-                jobs.append((name, size, p["fp32"], p["int8"]))
+                jobs.append((name, size, p["fp32"], p["int8"], p["int8all"]))
     if jobs:
         ctx = mp.get_context("spawn")
         proc = ctx.Process(target=_export_worker, args=(jobs, calib))
@@ -270,7 +279,7 @@ def student_candidates(name: str, size: tuple[int, int], paths: dict, runtimes: 
 
                 out.append(Candidate(name, rt, size, t, pre, run, post, setup, dict(info)))
             else:
-                path = paths["int8" if rt == "onnxruntime-int8" else "fp32"]
+                path = paths[INT8_FILES.get(rt, "fp32")]
                 sess = make_session(path, threads=t)
                 iname = sess.get_inputs()[0].name
 
@@ -347,7 +356,8 @@ def bench_latency(students: list[tuple[str, list[tuple[int, int]]]], teachers: S
     with tempfile.TemporaryDirectory() as tmp:
         if students and any(r.startswith("onnxruntime") for r in runtimes):
             log(f"exporting {sum(len(s) for _, s in students)} student size(s) to ONNX (fp32"
-                f"{', int8' if 'onnxruntime-int8' in runtimes else ''}) in a child process")
+                f"{', int8' if any(r in INT8_FILES for r in runtimes) else ''}) in a child "
+                "process")
         paths = export_students(students, runtimes, tmp)
         for name, sizes in students:
             for size in sizes:
