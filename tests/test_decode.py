@@ -145,10 +145,10 @@ def test_hrnet_protocol_border_and_nonpositive_rules():
 
 
 def test_dark_gives_each_map_the_same_answer_in_any_batch():
-    """DARK takes the log only at the 3x3 patch each Newton step reads: a batch of people
-    decodes each as decoding it alone does. (NumPy's vectorised log may differ by an ulp
-    between the body and the tail of an array on some CPUs, hence a tolerance far below the
-    pixel shifts a mixed-up map would give.)"""
+    """DARK blurs and takes the log only at the 3x3 patch each Newton step reads: a batch of
+    people decodes each as decoding it alone does. (NumPy's vectorised log and its matrix
+    products may differ by an ulp with the array's size on some CPUs, hence a tolerance far
+    below the pixel shifts a mixed-up map would give.)"""
     rng = np.random.default_rng(0)
     hm = (rng.random((9, 17, 16, 12)) ** 4).astype(np.float32)
     hm[3, 5] = 0   # an empty map keeps its argmax, unrefined

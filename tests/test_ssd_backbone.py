@@ -10,7 +10,7 @@ import torch
 from odkd.errors import CheckpointError
 from odkd.models import build_model
 from odkd.models.checkpoint import load_weights
-from odkd.models.ssd_backbone import TRUNK_OUTPUT, is_ssd_mobilenet_graph
+from odkd.models.ssd_backbone import TRUNK_OUTPUT, ssd_trunk_graph
 
 torch.set_num_threads(1)
 
@@ -60,10 +60,10 @@ def test_thunder_width_student_is_refused(ssd_path):
 
 
 def test_other_files_are_not_taken_for_the_trunk(tmp_path):
-    assert not is_ssd_mobilenet_graph(str(tmp_path / "model.pt"))
+    assert ssd_trunk_graph(str(tmp_path / "model.pt")) is None
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not an onnx file")
-    assert not is_ssd_mobilenet_graph(str(bad))
+    assert ssd_trunk_graph(str(bad)) is None
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         load_weights(build_model("movenet_lightning"), bad, verbose=False)
 

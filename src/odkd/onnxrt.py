@@ -1,7 +1,7 @@
 """One way to open an ONNX model in onnxruntime, shared by deployed students (odkd.deploy) and
 ONNX teachers (odkd.teachers), and :class:`OrtPoseModel`, an ``odkd export`` file called like
-an odkd model; both sit at the bottom layer so that deployment, evaluation and the checkpoint
-teacher may all import them.
+an odkd model; both sit low (beside the codec, below models, teachers, evaluation and
+deployment) so that all of them may import them.
 
 ``OrtPoseModel(path)(images)`` takes an (N, 3, H, W) float tensor and returns ``{"heatmaps":
 tensor, "mask": tensor?}`` (CPU float32), and ``eval()`` / ``train()`` / ``training`` / ``to()``

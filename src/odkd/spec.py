@@ -1,5 +1,5 @@
 """PoseSpec: everything a deployed pose model needs besides its weights (input size, joints,
-flip pairs, skeleton, the training config), and the config a checkpoint runs with.
+flip pairs, skeleton, the training config).
 
 The spec travels inside exported ONNX files as ``metadata_props`` (string key/values, prefixed
 ``odkd.``), so ``odkd infer`` and ``odkd eval --backend onnxruntime`` need no extra flags.

@@ -97,9 +97,9 @@ def export_int8(args: argparse.Namespace, model, spec, tol: float) -> None:
     import tempfile
 
     from odkd.deploy.onnx_export import verify_onnx
-    from odkd.deploy.quantize import (DEFAULT_CROPS, calibration_crops,
-                                      compare_outputs, int8_path, optimize_fp32, quantize_onnx,
-                                      synth_calibration_set)
+    from odkd.deploy.quantize import (DEFAULT_CROPS, calibration_crops, compare_outputs,
+                                      declared_fp32_nodes, int8_path, optimize_fp32,
+                                      quantize_onnx, synth_calibration_set)
     from odkd.errors import OdkdError
 
     n = DEFAULT_CROPS if args.calib_crops is None else args.calib_crops
@@ -127,9 +127,7 @@ def export_int8(args: argparse.Namespace, model, spec, tol: float) -> None:
             source = {"calibration_data": os.path.basename(ann)}
         crops = calibration_crops(spec, ann, images, n)
         out8 = int8_path(args.out)
-        fp32 = args.int8_fp32
-        if fp32 is None:
-            fp32 = (getattr(model, "default_cfg", None) or {}).get("int8_fp32", ())
+        fp32 = declared_fp32_nodes(model) if args.int8_fp32 is None else args.int8_fp32
         quantize_onnx(args.out, out8, crops, method=args.calib_method,
                       ops=args.int8_ops, calibration=source,
                       log=lambda s: print(f"[odkd] {s}", flush=True), fp32_nodes=fp32)

@@ -177,7 +177,7 @@ def _export_worker(jobs: list[tuple[str, tuple[int, int], str, str, str]], calib
     import torch
 
     from odkd.deploy.onnx_export import export_onnx
-    from odkd.deploy.quantize import optimize_fp32, quantize_onnx
+    from odkd.deploy.quantize import declared_fp32_nodes, optimize_fp32, quantize_onnx
     from odkd.spec import spec_for_model
     from odkd.models import build_model
 
@@ -194,8 +194,7 @@ def _export_worker(jobs: list[tuple[str, tuple[int, int], str, str, str]], calib
         if int8:
             # the layers the architecture keeps in fp32, as `odkd export --int8` does
             quantize_onnx(fp32, int8, crops, calibration=source,
-                          fp32_nodes=(getattr(model, "default_cfg", None) or {}).get(
-                              "int8_fp32", ()))
+                          fp32_nodes=declared_fp32_nodes(model))
         if int8all:
             quantize_onnx(fp32, int8all, crops, calibration=source)
 

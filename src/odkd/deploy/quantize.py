@@ -157,6 +157,12 @@ def optimize_fp32(src: str, dst: str) -> None:
     _write_with_metadata(proto, meta, dst)
 
 
+def declared_fp32_nodes(model) -> tuple[str, ...]:
+    """The node patterns an architecture keeps in fp32 in int8 (``default_cfg["int8_fp32"]``;
+    none for most)."""
+    return tuple((getattr(model, "default_cfg", None) or {}).get("int8_fp32", ()))
+
+
 def fp32_node_names(graph, patterns: Sequence[str]) -> list[str]:
     """Names of the nodes of ``graph`` that a pattern of ``patterns`` (regular expressions,
     matched at the start of the name) selects; OdkdError naming a pattern that selects none

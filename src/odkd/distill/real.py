@@ -102,7 +102,7 @@ def _mixed(cfg: Config, view_set):
                           f"distill.gt_weight is {dc.gt_weight}; set distill.gt_weight > 0")
     mix_cfg = dataclasses.replace(cfg, data=dataclasses.replace(
         cfg.data, train_ann=dc.mix_ann, train_images=dc.mix_images, val_ann=""))
-    labelled, _, sets = build_datasets(mix_cfg, val=False)
+    labelled, _, _ = build_datasets(mix_cfg, val=False)
     if labelled is None or len(labelled) == 0:
         raise DataError(f"{dc.mix_ann}: no labelled people to mix in (field annotations)")
     return MixedViewDataset(view_set, labelled)

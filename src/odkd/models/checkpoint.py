@@ -150,11 +150,11 @@ def read_checkpoint(path: PathLike) -> Any:
     if is_efficientnet_lite_tflite(p):
         from odkd.models.efficientnet_lite import load_efficientnet_lite_tflite
         return {"format": "effnet_lite_tflite", "state_dict": load_efficientnet_lite_tflite(p)}
-    from odkd.models.ssd_backbone import is_ssd_mobilenet_graph
-    if is_ssd_mobilenet_graph(p):
+    from odkd.models.ssd_backbone import ssd_backbone_state_dict, ssd_trunk_graph
+    graph = ssd_trunk_graph(p)
+    if graph is not None:
         # the COCO-trained trunk of the stored SSD person detector: a student's start
-        from odkd.models.ssd_backbone import ssd_backbone_state_dict
-        return {"format": "ssd_backbone", "state_dict": ssd_backbone_state_dict(p)}
+        return {"format": "ssd_backbone", "state_dict": ssd_backbone_state_dict(graph, p)}
     try:
         return _torch_load(p)
     except Exception as e:  # corrupt zip, truncated pickle, disallowed globals, ...

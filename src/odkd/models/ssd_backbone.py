@@ -17,36 +17,31 @@ checked against the student's as it is placed.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 
 from odkd.errors import CheckpointError
 
 TRUNK_OUTPUT = "FeatureExtractor/MobilenetV2/Conv_1/Relu6:0"   # the stride-32, 1280-wide map
-SSD_MARKER = "FeatureExtractor/MobilenetV2/"
 
 
-def is_ssd_mobilenet_graph(path: str) -> bool:
-    """An ONNX file whose graph holds the SSD feature extractor's trunk (read lazily: the file
-    is parsed only when it is an .onnx)."""
+def ssd_trunk_graph(path: str):
+    """The graph of an ONNX file holding the SSD feature extractor's trunk, else None (not an
+    .onnx, not ONNX at all, or another model): the caller then reads it as a checkpoint."""
     if not path.lower().endswith(".onnx"):
-        return False
+        return None
     import onnx
 
     try:
-        g = onnx.load(path, load_external_data=False).graph
+        g = onnx.load(path).graph
     except Exception:   # not ONNX at all: the caller reports it as an unreadable checkpoint
-        return False
-    return any(TRUNK_OUTPUT in n.output for n in g.node)
+        return None
+    return g if any(TRUNK_OUTPUT in n.output for n in g.node) else None
 
 
 def _trunk_convs(graph) -> list:
     """The trunk's Conv nodes in order, each as (node, following BN Mul/Add or None)."""
     producer = {o: n for n in graph.node for o in n.output}
-    if TRUNK_OUTPUT not in producer:
-        raise CheckpointError(f"no tensor {TRUNK_OUTPUT}: not SSD-MobileNet-v2's graph")
     needed, todo = set(), [TRUNK_OUTPUT]
     while todo:   # every node the trunk output depends on
         t = todo.pop()
@@ -73,20 +68,14 @@ def _trunk_convs(graph) -> list:
     return out
 
 
-def ssd_backbone_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def ssd_backbone_state_dict(graph, src: str) -> dict[str, torch.Tensor]:
     """``backbone.*`` entries of a :class:`~odkd.models.movenet.MoveNet` (width 1.0) from the
-    converted SSD-MobileNet-v2 ONNX graph; BatchNorms as the identity plus the folded shift
-    (exact in eval mode; training recalibrates them, as for MoveNet's own weights)."""
-    import onnx
+    converted SSD-MobileNet-v2 ONNX ``graph`` (:func:`ssd_trunk_graph` of file ``src``);
+    BatchNorms as the identity plus the folded shift (exact in eval mode; training
+    recalibrates them, as for MoveNet's own weights)."""
     from onnx import numpy_helper
 
     from odkd.models.movenet import MBV2_SETTINGS, _bn_identity
-
-    src = os.fspath(path)
-    try:
-        graph = onnx.load(src).graph
-    except Exception as e:
-        raise CheckpointError(f"{src}: cannot read ONNX graph ({e})") from None
     init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
 
     def const(name: str) -> np.ndarray:
@@ -100,10 +89,7 @@ def ssd_backbone_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             targets.append(f"backbone.blocks.{i}.expand.")
         targets += [f"backbone.blocks.{i}.dw.", f"backbone.blocks.{i}.project."]
     targets.append("backbone.last.")
-    try:
-        convs = _trunk_convs(graph)
-    except CheckpointError as e:
-        raise CheckpointError(f"{src}: {e}") from None
+    convs = _trunk_convs(graph)
     if len(convs) != len(targets):
         raise CheckpointError(f"{src}: its trunk has {len(convs)} convolutions, MobileNetV2 "
                               f"has {len(targets)}")

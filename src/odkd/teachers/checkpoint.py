@@ -29,27 +29,17 @@ def is_checkpoint_name(name: str) -> bool:
 
 
 def checkpoint_run_config(path: str, input_size=None, flip_test: bool | None = None):
-    """The settings a checkpoint runs with (its stored training config without the distill
-    part, else defaults), at ``input_size`` / ``flip_test`` when given."""
-    from odkd.config import ConfigError, load_config
-    from odkd.models.checkpoint import read_checkpoint
+    """The settings a checkpoint runs with (:func:`odkd.models.checkpoint.checkpoint_config`:
+    its stored training config without the distill part, else defaults), at ``input_size`` /
+    ``flip_test`` when given."""
+    from odkd.models.checkpoint import checkpoint_config
 
-    obj = read_checkpoint(path)
-    base = None
-    if isinstance(obj, dict) and obj.get("format") == "odkd" and isinstance(obj.get("config"),
-                                                                            dict):
-        base = {k: v for k, v in obj["config"].items() if k != "distill"}
-    del obj
-    try:
-        cfg = load_config(None, [], base=base)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: stored config: {e}") from None
+    cfg = checkpoint_config(path)
     if input_size is not None:
         cfg.data.input_size = [int(v) for v in input_size]
     if flip_test is not None:
         cfg.eval.flip_test = bool(flip_test)
     return cfg
-
 
 class TorchRunner(Runner):
     """One normalised crop (1, 3, H, W) -> [heatmaps (1, K, h, w), mask logits (1, 1, h, w)
@@ -82,7 +72,10 @@ class TorchRunner(Runner):
 class CheckpointCodec:
     """Pre- and post-processing of an odkd pose model: ImageNet normalisation, decoding with
     the checkpoint's :class:`~odkd.codec.HeatmapCodec`. Heatmap (and mask) pixel u sits at input
-    coordinate stride * u (odkd's geometry: one affine, scaled to the output size)."""
+    coordinate stride * u (odkd's geometry: one affine, scaled to the output size).
+
+    ``path`` may be an ``odkd export`` ONNX file, run by onnxruntime at its fixed input size;
+    ``threads`` is its onnxruntime threads, or torch's (process-wide) for a checkpoint."""
 
     def __init__(self, path: str, model: str | None = None, input_size=None,
                  flip_test: bool | None = None, device: str = "cpu",
@@ -97,6 +90,10 @@ class CheckpointCodec:
         if path.lower().endswith(".onnx"):   # an `odkd export` file (fp32 or int8)
             self._setup_onnx(path, model, input_size, flip_test, threads)
             return
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))   # process-wide: torch has no per-model threads
         cfg = checkpoint_run_config(path, input_size, flip_test)
         net = build_from_checkpoint(path, name=model or None, with_mask=None, verbose=False)
         dev = pick_device(device)
@@ -176,11 +173,5 @@ def checkpoint_teacher(name: str, num_threads: int | None = None, **options) -> 
     e.g. hrnet_w32), ``input_size`` (W, H), ``flip_test``, ``device``. ``num_threads`` sets
     torch's intra-op threads (process-wide), or the ONNX model's."""
     path = name[len(PREFIX):] if name.startswith(PREFIX) else name
-    if path.lower().endswith(".onnx"):
-        return CheckpointTeacher(os.path.basename(path),
-                                 CheckpointCodec(path, threads=num_threads, **options))
-    if num_threads:
-        import torch
-
-        torch.set_num_threads(int(num_threads))
-    return CheckpointTeacher(os.path.basename(path), CheckpointCodec(path, **options))
+    return CheckpointTeacher(os.path.basename(path),
+                             CheckpointCodec(path, threads=num_threads, **options))
