@@ -12,12 +12,13 @@ from torch import nn
 
 from odkd.cli import main
 from odkd.config import Config
+from odkd.errors import OdkdError
 from odkd.data.coco import load_coco
 from odkd.data.dataset import normalize_crop, read_image, warp_crop
 from odkd.deploy.onnx_export import export_onnx
 from odkd.onnxrt import OrtPoseModel
-from odkd.deploy.quantize import (calibration_crops, compare_outputs, int8_path,
-                                  optimize_fp32, quantization_info, quantize_onnx,
+from odkd.deploy.quantize import (calibrate_ranges, calibration_crops, compare_outputs,
+                                  int8_path, ops_to_quantize, optimize_fp32, quantization_info, quantize_onnx,
                                   synth_calibration_set)
 from odkd.spec import spec_for_model
 from odkd.geometry import box_to_center_scale
@@ -84,6 +85,41 @@ def test_int8_outputs_are_close_to_fp32_on_a_tiny_model(tmp_path):
     assert OrtPoseModel(out8).spec == OrtPoseModel(fp32).spec == spec
 
 
+def test_calibration_methods_set_different_one_sided_ranges(tmp_path):
+    cfg = Config()
+    cfg.data.input_size = [32, 32]
+    fp32 = str(tmp_path / "m.onnx")
+    export_onnx(TinyPose().eval(), spec_for_model(TinyPose(), cfg), fp32)
+    optimize_fp32(fp32, fp32)
+    import onnx
+
+    graph = onnx.load(fp32).graph
+    relu_out = [n.output[0] for n in graph.node if n.op_type == "Relu"]
+    image = graph.input[0].name
+    crops = np.random.default_rng(0).standard_normal((64, 3, 32, 32)).astype(np.float32)
+    crops[0, 0, :2, :2] = 60.0   # 4 outlier values among 196,608 (0.002 %)
+    def span(data, name):
+        return tuple(float(np.asarray(v).reshape(-1)[0]) for v in data[name].range_value)
+
+    # percentile 99.99 cuts 0.005 % from each tail: the outliers and a few normal values
+    ranges = {m: calibrate_ranges(fp32, crops, ops_to_quantize(), m, str(tmp_path), 99.99)[0]
+              for m in ("minmax", "percentile", "entropy")}
+    assert span(ranges["minmax"], image)[1] == 60.0
+    for m in ("percentile", "entropy"):
+        # the outliers are cut: a standard normal's 99.995th percentile is 3.9
+        assert span(ranges[m], image)[1] < 10.0, m
+        for name in relu_out:
+            # a ReLU output keeps its lower end at 0, not at -high (a symmetric range
+            # would waste half the uint8 codes)
+            low, high = span(ranges[m], name)
+            assert low >= 0.0 and high > 0.0, (m, name, low, high)
+    # the 99.9 % range is narrower than the 99.99 % one
+    p3 = calibrate_ranges(fp32, crops, ops_to_quantize(), "percentile", str(tmp_path), 99.9)[0]
+    assert span(p3, image)[1] < span(ranges["percentile"], image)[1]
+    with pytest.raises(OdkdError, match="--calib-percentile"):
+        calibrate_ranges(fp32, crops, ops_to_quantize(), "percentile", str(tmp_path), 101.0)
+
+
 def test_calibration_crops_are_the_evaluation_crops(tmp_path):
     ann, images = synth_calibration_set(str(tmp_path / "synth"), 6, "easy")
     cfg = Config()
@@ -122,7 +158,6 @@ def test_fp32_nodes_stay_float_and_bad_patterns_are_one_line(tmp_path):
     import onnx
 
     from odkd.deploy.quantize import fp32_node_names
-    from odkd.errors import OdkdError
 
     cfg = Config()
     cfg.data.input_size = [32, 32]

@@ -177,3 +177,17 @@ def test_log_says_what_trains_and_progress_is_plain_off_a_terminal(tiny_synth, t
     train(_cfg(tiny_synth, tmp_path / "q", "train.epochs=1", "train.log_every=1"),
           progress=False, final_eval=False)
     assert "iter 1/2" not in capsys.readouterr().out
+
+
+def test_quantization_aware_training_rounds_the_forward_and_saves_a_plain_checkpoint(
+        tiny_synth, tmp_path, capsys):
+    plain = train(_cfg(tiny_synth, tmp_path / "fp", "train.epochs=1"), progress=False,
+                  final_eval=False)
+    capsys.readouterr()
+    qat = train(_cfg(tiny_synth, tmp_path / "q", "train.epochs=1", "train.qat=true"),
+                progress=False, final_eval=False)
+    assert "[odkd] quantization-aware training:" in capsys.readouterr().out
+    a, b = read_checkpoint(plain["last"])["state_dict"], read_checkpoint(qat["last"])["state_dict"]
+    assert a.keys() == b.keys()             # the same layout: no observer state saved
+    # same seed, same batches: only the rounding in the forward pass can make them differ
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())

@@ -81,6 +81,9 @@ class TrainConfig:
     # BatchNorm layers keep their running statistics (eval mode) while the rest trains: for
     # fine-tuning a pretrained model on small batches
     freeze_bn: bool = False
+    # Quantization-aware training: round the activations to uint8 per tensor in the forward
+    # pass, as `odkd export --int8` does, so the int8 export loses less (odkd.models.fake_quant)
+    qat: bool = False
     seed: int = 0
     deterministic: bool = False
     eval_every: int = 10                # epochs; 0 = only at the end

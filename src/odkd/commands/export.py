@@ -42,7 +42,12 @@ def register(sub) -> None:
                    help="people to calibrate on, spread over the set (default 256)")
     q.add_argument("--calib-method", default="minmax", choices=["minmax", "percentile",
                                                                 "entropy"],
-                   help="how activation ranges are set from the calibration crops")
+                   help="how activation ranges are set from the calibration crops: the "
+                        "extremes seen (minmax), a percentile of each tail (percentile), or "
+                        "the range closest in KL divergence (entropy)")
+    q.add_argument("--calib-percentile", type=float, default=None,
+                   help="percentile: the share of values kept inside the range, in %% "
+                        "(default 99.999)")
     q.add_argument("--int8-ops", default="all", choices=["all", "conv"],
                    help="all (default): every operator type onnxruntime quantizes but "
                         "ConvTranspose (no int8 kernel); conv: Conv, MatMul, Gemm only")
@@ -97,8 +102,8 @@ def export_int8(args: argparse.Namespace, model, spec, tol: float) -> None:
     import tempfile
 
     from odkd.deploy.onnx_export import verify_onnx
-    from odkd.deploy.quantize import (DEFAULT_CROPS, calibration_crops, compare_outputs,
-                                      declared_fp32_nodes, int8_path, optimize_fp32,
+    from odkd.deploy.quantize import (DEFAULT_CROPS, DEFAULT_PERCENTILE, calibration_crops,
+                                      compare_outputs, declared_fp32_nodes, int8_path, optimize_fp32,
                                       quantize_onnx, synth_calibration_set)
     from odkd.errors import OdkdError
 
@@ -130,7 +135,9 @@ def export_int8(args: argparse.Namespace, model, spec, tol: float) -> None:
         fp32 = declared_fp32_nodes(model) if args.int8_fp32 is None else args.int8_fp32
         quantize_onnx(args.out, out8, crops, method=args.calib_method,
                       ops=args.int8_ops, calibration=source,
-                      log=lambda s: print(f"[odkd] {s}", flush=True), fp32_nodes=fp32)
+                      log=lambda s: print(f"[odkd] {s}", flush=True), fp32_nodes=fp32,
+                      percentile=DEFAULT_PERCENTILE if args.calib_percentile is None
+                      else args.calib_percentile)
     cmp = compare_outputs(args.out, out8, crops[:64])
     print(f"wrote {out8}: int8 (QDQ, per-channel weights, {len(crops)} calibration crops, "
           f"{args.calib_method}); on 64 of those crops vs fp32: heatmaps max abs diff "

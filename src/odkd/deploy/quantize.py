@@ -29,6 +29,7 @@ from odkd.spec import META_PREFIX, PoseSpec
 from odkd.utils import atomic_write_bytes
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+DEFAULT_PERCENTILE = 99.999
 DEFAULT_CROPS = 256
 OP_SETS = ("all", "conv")
 
@@ -182,43 +183,75 @@ def fp32_node_names(graph, patterns: Sequence[str]) -> list[str]:
     return picked
 
 
+def calibrate_ranges(fp32_path: str, crops: np.ndarray, op_types: Sequence[str], method: str,
+                     tmp: str, percentile: float = DEFAULT_PERCENTILE):
+    """Activation ranges of ``fp32_path`` on ``crops`` by onnxruntime's calibrators, as
+    (TensorsData, CalibrationMethod). Each tensor gets (low, high), not (-a, a): the
+    activations are uint8 with a zero point, and most are ReLU6 outputs, which a symmetric
+    range (onnxruntime's percentile default) would give half the codes for values that
+    never occur.
+
+    ``minmax``: the extremes seen. ``percentile``: ``(100 - percentile) / 2`` % cut from each
+    tail of a 2048-bin histogram. ``entropy``: the range whose 128-level quantization keeps
+    the 2048-bin histogram closest in KL divergence (TensorRT's calibration); onnxruntime's
+    own default of 128 bins for both leaves that search nothing to cut, so it returned the
+    min-max range."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    if method not in CALIBRATION_METHODS:
+        raise OdkdError(f"--calib-method: expected one of {', '.join(CALIBRATION_METHODS)}, "
+                        f"got {method!r}")
+    if not 50.0 < percentile <= 100.0:
+        raise OdkdError(f"--calib-percentile: expected a value in (50, 100], got {percentile}")
+    calib, options = {
+        "minmax": (CalibrationMethod.MinMax, {"symmetric": False}),
+        "percentile": (CalibrationMethod.Percentile,
+                       {"symmetric": False, "num_bins": 2048, "percentile": percentile}),
+        "entropy": (CalibrationMethod.Entropy,
+                    {"symmetric": False, "num_bins": 2048, "num_quantized_bins": 128}),
+    }[method]
+    import onnx
+
+    input_name = onnx.load(fp32_path, load_external_data=False).graph.input[0].name
+    calibrator = create_calibrator(fp32_path, list(op_types),
+                                   augmented_model_path=os.path.join(tmp, "augmented.onnx"),
+                                   calibrate_method=calib, extra_options=options)
+    calibrator.collect_data(_CropReader(input_name, crops))
+    return calibrator.compute_data(), calib
+
+
 def quantize_onnx(fp32_path: str, out_path: str, crops: np.ndarray,
                   method: str = "minmax", ops: str = "all",
                   calibration: dict | None = None,
                   log: Callable[[str], None] | None = None,
-                  fp32_nodes: Sequence[str] = ()) -> dict:
+                  fp32_nodes: Sequence[str] = (),
+                  percentile: float = DEFAULT_PERCENTILE) -> dict:
     """Quantize ``fp32_path`` (an optimised odkd export) to ``out_path`` with ``crops`` as
     calibration inputs; returns the quantization record stored as ``odkd.quantization``.
 
     ``ops``: which operator types to quantize (:func:`ops_to_quantize`).
     ``calibration``: a description of where the crops came from, stored with the record.
     ``fp32_nodes``: regular expressions of node names left in fp32 (a model's declared
-    ``default_cfg["int8_fp32"]``: the layers whose int8 error costs most accuracy)."""
+    ``default_cfg["int8_fp32"]``: the layers whose int8 error costs most accuracy).
+    ``method`` / ``percentile``: how activation ranges are read from the crops
+    (:func:`calibrate_ranges`)."""
     import onnx
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
 
-    if method not in CALIBRATION_METHODS:
-        raise OdkdError(f"--calib-method: expected one of {', '.join(CALIBRATION_METHODS)}, "
-                        f"got {method!r}")
     if crops.ndim != 4 or not len(crops):
         raise OdkdError(f"calibration needs (N, 3, H, W) crops, got shape {crops.shape}")
     log = log or (lambda s: None)
     meta = _metadata(fp32_path)
-    graph = onnx.load(fp32_path, load_external_data=False).graph
-    input_name = graph.input[0].name
-    keep = fp32_node_names(graph, fp32_nodes)
-    calib = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-             "entropy": CalibrationMethod.Entropy}[method]
+    keep = fp32_node_names(onnx.load(fp32_path, load_external_data=False).graph, fp32_nodes)
     extra = {
         # Per-channel scales need int8 weights to span [-127, 127] symmetric around 0, the
         # form onnxruntime's int8 convolution kernels take.
         "WeightSymmetric": True, "ActivationSymmetric": False,
-        # percentile: the 99.999th percentile of |x| sets each range (onnxruntime's default)
-        "CalibPercentile": 99.999,
     }
     record = {"format": "QDQ", "weights": "int8, per output channel, symmetric",
               "activations": "uint8, per tensor", "calibration_method": method,
+              **({"calibration_percentile": percentile} if method == "percentile" else {}),
               "calibration_crops": int(len(crops)),
               "operators": ops, **(calibration or {})}
     if keep:
@@ -230,11 +263,16 @@ def quantize_onnx(fp32_path: str, out_path: str, crops: np.ndarray,
         + (f"; {len(keep)} nodes stay fp32" if keep else ""))
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "int8.onnx")
-        quantize_static(fp32_path, out, _CropReader(input_name, crops),
-                        quant_format=QuantFormat.QDQ, per_channel=True,
+        ranges, calib = calibrate_ranges(fp32_path, crops, op_types, method, tmp, percentile)
+        cache = os.path.join(tmp, "ranges.json")
+        save_tensors_data(ranges, cache)
+        # The ranges go in as onnxruntime's calibration cache: quantize_static's own
+        # calibration cannot be given the histogram settings calibrate_ranges needs.
+        quantize_static(fp32_path, out, None, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=calib, op_types_to_quantize=op_types,
-                        nodes_to_exclude=keep, extra_options=extra)
+                        nodes_to_exclude=keep, extra_options=extra,
+                        calibration_cache_path=cache)
         proto = onnx.load(out)
     meta[META_PREFIX + "quantization"] = json.dumps(record)
     onnx.checker.check_model(proto)

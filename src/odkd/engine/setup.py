@@ -20,6 +20,7 @@ from odkd.engine.checkpointing import check_resume_config, csv_truncate
 from odkd.engine.loader import build_train_loader
 from odkd.engine.step import SupervisedObjective, build_optimizer, maybe_compile, use_channels_last
 from odkd.models import build_model
+from odkd.models.fake_quant import ActivationFakeQuant
 from odkd.models.checkpoint import FOLDED_BN_FORMATS, load_weights, read_checkpoint
 from odkd.utils import seed_everything
 
@@ -191,6 +192,12 @@ def setup_run(cfg: Config, resume: bool, objective, teachers: dict | None,
             _recalibrate_folded_bn(model, loader, device, dev_aug, main)
         if main:
             print(f"[odkd] initialised from {cfg.model.init} ({fmt})")
+    if cfg.train.qat:
+        fq = ActivationFakeQuant(model, (getattr(model, "default_cfg", None) or {})
+                                 .get("int8_fp32", ()))
+        if main:
+            print(f"[odkd] quantization-aware training: {len(fq.names)} activations rounded "
+                  f"to uint8 per tensor")
     model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
