@@ -9,16 +9,22 @@ checkpoint whose weights are not finite.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 
 import torch
+
+MASK_PREFIX = "mask_layer."   # the mask head of every odkd architecture that has one
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("src", help="odkd checkpoint of the run (last.pt or best.pt)")
     p.add_argument("dst", help="file to write (src/odkd/weights/<name>.pt)")
+    p.add_argument("--keypoints-only", action="store_true",
+                   help="drop a mask head (the student learned the ST's mask, but the shipped "
+                        "model answers keypoints and should not pay for the mask head's time)")
     args = p.parse_args(argv)
 
     from odkd.models.checkpoint import build_from_checkpoint, read_checkpoint
@@ -30,9 +36,15 @@ def main(argv=None) -> int:
     if bad:
         print(f"{args.src}: non-finite weights in {bad[0]}; not shipped", file=sys.stderr)
         return 2
+    config = copy.deepcopy(ck.get("config", {}))
+    if args.keypoints_only:
+        sd = {k: v for k, v in sd.items() if not k.startswith(MASK_PREFIX)}
+        config.setdefault("model", {})["with_mask"] = False
     half = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
-    out = {k: ck[k] for k in ("format", "version", "model") if k in ck}
-    out.update(state_dict=half, config=ck.get("config", {}), metrics=ck.get("metrics", {}),
+    out = {k: copy.deepcopy(ck[k]) for k in ("format", "version", "model") if k in ck}
+    if args.keypoints_only and isinstance(out.get("model"), dict):
+        out["model"]["with_mask"] = False
+    out.update(state_dict=half, config=config, metrics=ck.get("metrics", {}),
                shipped_from=os.path.relpath(args.src))
     atomic_torch_save(out, args.dst)
     a = build_from_checkpoint(args.src).eval()

@@ -4,7 +4,8 @@
 # labels are used nowhere in training) and on LSP 1001-2000 (test).
 # Usage: run.sh TRAIN_JSON LSP_VAL_JSON LSP_TEST_JSON OUT_DIR [NAME...]
 # NAME: LAYERS__METHOD__CROPS, e.g. declared__percentile99.99__256 (LAYERS: all, declared,
-# s32_head_s4). One ORT thread each. Prints: name val_pck test_pck.
+# s32_head_s4). MODEL (environment, default odkd-lightning): the checkpoint to export; the
+# README's table used 17d5857's odkd-lightning.pt. One ORT thread each. Prints: name val_pck test_pck.
 set -euo pipefail
 train=$1; val=$2; lsp=$3; out=$4; shift 4
 mkdir -p "$out"
@@ -31,7 +32,7 @@ for name in "${names[@]}"; do
   case $m in percentile*) mflag=(--calib-method percentile --calib-percentile "${m#percentile}");; esac
   pats=${layers[$l]}
   if [ "$pats" = DEFAULT ]; then flag=(); else read -r -a p <<< "$pats"; flag=(--int8-fp32 "${p[@]}"); fi
-  odkd export odkd-lightning --format onnx --out "$out/$name.onnx" --int8 --calib-ann "$train" \
+  odkd export "${MODEL:-odkd-lightning}" --format onnx --out "$out/$name.onnx" --int8 --calib-ann "$train" \
       "${mflag[@]}" --calib-crops "$n" "${flag[@]}" > "$out/$name.export.log" 2>&1
   echo "$name $(score "$out/$name.int8.onnx" val) $(score "$out/$name.int8.onnx" test)"
 done

@@ -4,15 +4,17 @@
 # each exported to int8 twice (MoveNet's declared layers in fp32 / every layer int8) and
 # scored on the validation split (LSP 1-1000). The test split is scored separately, for the
 # file the rule in README.md picks.
-# Usage: run.sh TRAIN_JSON CACHE LSP_VAL_JSON OUT_DIR SEED   (one torch thread per run)
+# Usage: run.sh TRAIN_JSON CACHE LSP_VAL_JSON OUT_DIR SEED START_PT   (one torch thread per run)
+# START_PT: the student to fine-tune (the runs of README.md started from the odkd-lightning.pt of
+# commit 17d5857: `git show 17d5857:src/odkd/weights/odkd-lightning.pt > start.pt`).
 set -euo pipefail
-train=$1; cache=$2; val=$3; out=$4; seed=${5:-0}
+train=$1; cache=$2; val=$3; out=$4; seed=$5; start=$6
 mkdir -p "$out"
 for v in qat ctl; do
   q=(); [ "$v" = qat ] && q=(train.qat=true)
   odkd demo real --out "$out/ft_$v" --train "$train" --people 0 --methods odkd --seeds "$seed" \
       --jobs 1 train.max_iters_per_epoch=200 distill.cache="$cache" \
-      model.init=src/odkd/weights/odkd-lightning.pt "${q[@]}" > "$out/ft_${v}_s$seed.log" 2>&1 &
+      model.init="$start" "${q[@]}" > "$out/ft_${v}_s$seed.log" 2>&1 &
 done
 wait
 for v in qat ctl; do

@@ -6,6 +6,8 @@ folded, MobileNetV2's channels span very different ranges, and one scale rounds 
 channels away (results/real_distill/int8_mixed). Training with that rounding in the forward
 pass (straight-through gradients) lets the network move what it needs out of the small
 channels. Weights are left alone: per-channel int8 rounds them far more finely.
+Measured on the shipped student (results/real_distill/qat): 200 steps at the recipe's
+learning rate left the int8 model as far from its fp32 one as the same steps without QAT.
 
 Which tensors: those the int8 graph quantizes after BatchNorm folding and Conv + activation
 fusion, read from the module tree:
