@@ -20,8 +20,8 @@ from odkd.engine.checkpointing import check_resume_config, csv_truncate
 from odkd.engine.loader import build_train_loader
 from odkd.engine.step import SupervisedObjective, build_optimizer, maybe_compile, use_channels_last
 from odkd.models import build_model
-from odkd.models.fake_quant import ActivationFakeQuant
 from odkd.models.checkpoint import FOLDED_BN_FORMATS, load_weights, read_checkpoint
+from odkd.models.fake_quant import ActivationFakeQuant
 from odkd.utils import seed_everything
 
 
