@@ -24,8 +24,8 @@ def test_keypoints_only_drops_the_mask_head_and_keeps_the_heatmaps(tmp_path, loa
     with torch.no_grad():
         out, ref = small(x), model(x)
     assert "mask" not in out and "mask" in ref
-    # float16 weights: the heatmaps move by rounding only
-    assert (out["heatmaps"] - ref["heatmaps"]).abs().max() < 0.02
+    # float16 weights: the heatmaps move by rounding only (5e-5 measured, maps up to ~0.1)
+    assert (out["heatmaps"] - ref["heatmaps"]).abs().max() < 2e-3
     # without the flag the mask head stays
     assert load_tool("ship_weights").main([src, str(tmp_path / "full.pt")]) == 0
     assert "mask" in build_from_checkpoint(str(tmp_path / "full.pt")).eval()(x)

@@ -103,9 +103,10 @@ def export_int8(args: argparse.Namespace, model, spec, tol: float) -> None:
 
     from odkd.deploy.onnx_export import verify_onnx
     from odkd.deploy.quantize import (DEFAULT_CROPS, DEFAULT_PERCENTILE, calibration_crops,
-                                      compare_outputs, declared_fp32_nodes, int8_path, optimize_fp32,
-                                      quantize_onnx, synth_calibration_set)
+                                      compare_outputs, int8_path, optimize_fp32, quantize_onnx,
+                                      synth_calibration_set)
     from odkd.errors import OdkdError
+    from odkd.models.fake_quant import declared_fp32_nodes
 
     n = DEFAULT_CROPS if args.calib_crops is None else args.calib_crops
     if n < 1:

@@ -177,9 +177,10 @@ def _export_worker(jobs: list[tuple[str, tuple[int, int], str, str, str]], calib
     import torch
 
     from odkd.deploy.onnx_export import export_onnx
-    from odkd.deploy.quantize import declared_fp32_nodes, optimize_fp32, quantize_onnx
+    from odkd.deploy.quantize import optimize_fp32, quantize_onnx
     from odkd.spec import spec_for_model
     from odkd.models import build_model
+    from odkd.models.fake_quant import declared_fp32_nodes
 
     torch.set_num_threads(1)
     for name, size, fp32, int8, int8all in jobs:

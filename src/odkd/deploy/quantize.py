@@ -134,10 +134,13 @@ def _write_with_metadata(proto, meta: dict[str, str], out_path: str) -> None:
     atomic_write_bytes(out_path, proto.SerializeToString())
 
 
-def _metadata(path: str) -> dict[str, str]:
+def _metadata(model) -> dict[str, str]:
+    """The metadata of an ONNX file, or of a loaded ModelProto."""
     import onnx
 
-    return {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    if isinstance(model, str):
+        model = onnx.load(model, load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
 
 
 def optimize_fp32(src: str, dst: str) -> None:
@@ -156,12 +159,6 @@ def optimize_fp32(src: str, dst: str) -> None:
         proto = onnx.load(out)
     onnx.checker.check_model(proto)
     _write_with_metadata(proto, meta, dst)
-
-
-def declared_fp32_nodes(model) -> tuple[str, ...]:
-    """The node patterns an architecture keeps in fp32 in int8 (``default_cfg["int8_fp32"]``;
-    none for most)."""
-    return tuple((getattr(model, "default_cfg", None) or {}).get("int8_fp32", ()))
 
 
 def fp32_node_names(graph, patterns: Sequence[str]) -> list[str]:
@@ -232,7 +229,7 @@ def quantize_onnx(fp32_path: str, out_path: str, crops: np.ndarray,
     ``ops``: which operator types to quantize (:func:`ops_to_quantize`).
     ``calibration``: a description of where the crops came from, stored with the record.
     ``fp32_nodes``: regular expressions of node names left in fp32 (a model's declared
-    ``default_cfg["int8_fp32"]``: the layers whose int8 error costs most accuracy).
+    ``default_cfg["int8_fp32"]``, :func:`odkd.models.fake_quant.declared_fp32_nodes`).
     ``method`` / ``percentile``: how activation ranges are read from the crops
     (:func:`calibrate_ranges`)."""
     import onnx
@@ -242,8 +239,10 @@ def quantize_onnx(fp32_path: str, out_path: str, crops: np.ndarray,
     if crops.ndim != 4 or not len(crops):
         raise OdkdError(f"calibration needs (N, 3, H, W) crops, got shape {crops.shape}")
     log = log or (lambda s: None)
-    meta = _metadata(fp32_path)
-    keep = fp32_node_names(onnx.load(fp32_path, load_external_data=False).graph, fp32_nodes)
+    src = onnx.load(fp32_path, load_external_data=False)
+    meta = _metadata(src)
+    keep = fp32_node_names(src.graph, fp32_nodes)
+    del src
     extra = {
         # Per-channel scales need int8 weights to span [-127, 127] symmetric around 0, the
         # form onnxruntime's int8 convolution kernels take.

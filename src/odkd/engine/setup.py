@@ -193,8 +193,7 @@ def setup_run(cfg: Config, resume: bool, objective, teachers: dict | None,
         if main:
             print(f"[odkd] initialised from {cfg.model.init} ({fmt})")
     if cfg.train.qat:
-        fq = ActivationFakeQuant(model, (getattr(model, "default_cfg", None) or {})
-                                 .get("int8_fp32", ()))
+        fq = ActivationFakeQuant(model)   # the architecture's declared fp32 layers stay fp32
         if main:
             print(f"[odkd] quantization-aware training: {len(fq.names)} activations rounded "
                   f"to uint8 per tensor")

@@ -39,6 +39,13 @@ from torch import nn
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Identity, nn.Hardswish, nn.SiLU, nn.Sigmoid, nn.GELU)
 
 
+def declared_fp32_nodes(model) -> tuple[str, ...]:
+    """The ONNX node patterns an architecture keeps in fp32 in int8
+    (``default_cfg["int8_fp32"]``; none for most): what ``odkd export --int8`` leaves in fp32
+    and QAT leaves unrounded."""
+    return tuple((getattr(model, "default_cfg", None) or {}).get("int8_fp32", ()))
+
+
 def onnx_prefix(module_name: str) -> str:
     """The ONNX node-name prefix ``odkd export`` gives a module's nodes."""
     return "/model/" + module_name.replace(".", "/") + "/"
@@ -67,11 +74,13 @@ def quantized_outputs(model: nn.Module, fp32_nodes: Sequence[str] = ()) -> list[
 
 class ActivationFakeQuant:
     """Forward hooks rounding the outputs of :func:`quantized_outputs` to uint8 in training
-    mode; ``remove()`` takes them off."""
+    mode; ``remove()`` takes them off. ``fp32_nodes``: default, the architecture's declared
+    fp32 layers (:func:`declared_fp32_nodes`)."""
 
-    def __init__(self, model: nn.Module, fp32_nodes: Sequence[str] = ()) -> None:
+    def __init__(self, model: nn.Module, fp32_nodes: Sequence[str] | None = None) -> None:
         self.ranges: dict[str, tuple[float, float]] = {}
-        self.names = quantized_outputs(model, fp32_nodes)
+        self.names = quantized_outputs(
+            model, declared_fp32_nodes(model) if fp32_nodes is None else fp32_nodes)
         modules = dict(model.named_modules())
         self.handles = [modules[n].register_forward_hook(self._hook(n)) for n in self.names]
 
@@ -80,7 +89,7 @@ class ActivationFakeQuant:
             if not module.training or not isinstance(out, torch.Tensor):
                 return out
             with torch.no_grad():
-                lo, hi = float(out.min()), float(out.max())
+                lo, hi = (float(v) for v in torch.aminmax(out))
             if name in self.ranges:
                 a, b = self.ranges[name]
                 lo, hi = min(lo, a), max(hi, b)

@@ -41,6 +41,7 @@ def checkpoint_run_config(path: str, input_size=None, flip_test: bool | None = N
         cfg.eval.flip_test = bool(flip_test)
     return cfg
 
+
 class TorchRunner(Runner):
     """One normalised crop (1, 3, H, W) -> [heatmaps (1, K, h, w), mask logits (1, 1, h, w)
     (models with a mask head)], through :func:`odkd.codec.predict_heatmaps`, the flip test of
